@@ -1,0 +1,1 @@
+"""ComfyUI adapters: the only part of the package that knows ComfyUI exists."""

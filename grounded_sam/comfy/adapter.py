@@ -1,0 +1,90 @@
+"""Every call into ComfyUI lives here; without ComfyUI each has a plain fallback.
+
+Keeping them in one module means the nodes and the library run (and are tested) outside
+ComfyUI, and a ComfyUI API change touches one file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from ..model_files import DINO_FOLDER, KNOWN_MODELS, SAM_FOLDER, WEIGHT_SUFFIXES, default_models_dir, models_on_disk
+
+
+def _comfy(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def in_comfyui() -> bool:
+    return _comfy("folder_paths") is not None and _comfy("comfy.model_management") is not None
+
+
+def register_model_folders() -> None:
+    """Make ``models/sams`` and ``models/grounding-dino`` ComfyUI model folders (extra_model_paths.yaml can add more)."""
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is None:
+        return
+    for name in (SAM_FOLDER, DINO_FOLDER):
+        default = os.path.join(folder_paths.models_dir, name)
+        paths, extensions = folder_paths.folder_names_and_paths.get(name, ([], set()))
+        if default not in paths:
+            paths = [*paths, default]
+        folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | set(WEIGHT_SUFFIXES))
+
+
+def model_search_dirs(folder: str) -> list[Path]:
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is not None:
+        return [Path(p) for p in folder_paths.get_folder_paths(folder)]
+    base = default_models_dir() or Path("models")
+    return [base / folder]
+
+
+def model_choices(folder: str) -> list[str]:
+    """Files really on disk first, then the known models by their seed-pack names (fetched on first use)."""
+    on_disk = models_on_disk(model_search_dirs(folder))
+    known = [m.display_name for m in KNOWN_MODELS if m.folder == folder]
+    return on_disk + [name for name in known if name not in on_disk]
+
+
+def torch_device() -> torch.device:
+    mm = _comfy("comfy.model_management")
+    return mm.get_torch_device() if mm is not None else torch.device("cpu")
+
+
+def load_for_inference(*modules: torch.nn.Module) -> None:
+    """Hand models to ComfyUI's model management, which moves them to the GPU and offloads them later."""
+    mm = _comfy("comfy.model_management")
+    patcher_module = _comfy("comfy.model_patcher")
+    if mm is None or patcher_module is None:
+        return
+    patchers = []
+    for module in modules:
+        patcher = getattr(module, "_grounded_sam_patcher", None)
+        if patcher is None:
+            patcher = patcher_module.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+            module._grounded_sam_patcher = patcher
+        patchers.append(patcher)
+    mm.load_models_gpu(patchers)
+
+
+def progress_reporter(total: int) -> Callable[[int, int], None] | None:
+    utils = _comfy("comfy.utils")
+    if utils is None:
+        return None
+    bar = utils.ProgressBar(total)
+    return lambda done, total_: bar.update_absolute(done, total_)
+
+
+def cancel_check() -> Callable[[], None] | None:
+    mm = _comfy("comfy.model_management")
+    return mm.throw_exception_if_processing_interrupted if mm is not None else None

@@ -1,0 +1,157 @@
+"""The seed pack's nodes, same ids and sockets, in ComfyUI's classic dict style."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from ..dino.detector import DetectionSettings, GroundingDinoDetector
+from ..dino.load import load_grounding_dino
+from ..errors import InputError
+from ..images import to_comfy_image, to_uint8_frames
+from ..model_files import DINO_FOLDER, SAM_FOLDER, resolve_model
+from ..pipeline import GroundedSam, RunHooks
+from ..sam.load import load_sam, segmenter_from_meta_module
+from ..sam.segmenter import SamSegmenter
+from . import adapter
+
+CATEGORY = "segment_anything"
+
+
+@lru_cache(maxsize=4)
+def _cached_sam(path: str, mtime: float) -> SamSegmenter:
+    return load_sam(path)
+
+
+@lru_cache(maxsize=2)
+def _cached_dino(path: str, mtime: float) -> GroundingDinoDetector:
+    return load_grounding_dino(path)
+
+
+def _resolve(name: str, folder: str) -> Path:
+    return resolve_model(name, folder, adapter.model_search_dirs(folder))
+
+
+class SAMModelLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model_name": (adapter.model_choices(SAM_FOLDER),)}}
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("SAM_MODEL",)
+
+    def main(self, model_name: str):
+        path = _resolve(model_name, SAM_FOLDER)
+        return (_cached_sam(str(path), path.stat().st_mtime),)
+
+
+class GroundingDinoModelLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model_name": (adapter.model_choices(DINO_FOLDER),)}}
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("GROUNDING_DINO_MODEL",)
+
+    def main(self, model_name: str):
+        path = _resolve(model_name, DINO_FOLDER)
+        return (_cached_dino(str(path), path.stat().st_mtime),)
+
+
+def as_segmenter(sam_model) -> SamSegmenter:
+    """Ours, or a ``segment_anything`` model from another pack (Impact Pack's SAMLoader) converted once."""
+    if isinstance(sam_model, SamSegmenter):
+        return sam_model
+    if isinstance(sam_model, torch.nn.Module) and all(hasattr(sam_model, a) for a in ("image_encoder", "mask_decoder")):
+        converted = getattr(sam_model, "_grounded_sam_segmenter", None)
+        if converted is None:
+            converted = segmenter_from_meta_module(sam_model)
+            sam_model._grounded_sam_segmenter = converted
+        return converted
+    raise InputError(
+        f"sam_model is a {type(sam_model).__name__}, not a SAM model this node can use: "
+        "connect a 'SAMModelLoader (segment anything)' node"
+    )
+
+
+class GroundingDinoSAMSegment:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "sam_model": ("SAM_MODEL", {}),
+                "grounding_dino_model": ("GROUNDING_DINO_MODEL", {}),
+                "image": ("IMAGE", {}),
+                "prompt": ("STRING", {}),
+                "threshold": ("FLOAT", {"default": 0.3, "min": 0, "max": 1.0, "step": 0.01}),
+            },
+            "optional": {
+                "text_threshold": ("FLOAT", {"default": 0.25, "min": 0, "max": 1.0, "step": 0.01}),
+                "max_detections": ("INT", {"default": 0, "min": 0, "max": 900, "tooltip": "0 keeps every detection"}),
+            },
+        }
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING")
+    RETURN_NAMES = ("IMAGE", "MASK", "object_masks", "detections_json")
+
+    def main(self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0):
+        if not isinstance(grounding_dino_model, GroundingDinoDetector):
+            raise InputError("grounding_dino_model must come from a 'GroundingDinoModelLoader (segment anything)' node")
+        segmenter = as_segmenter(sam_model)
+        settings = DetectionSettings(
+            box_threshold=threshold, text_threshold=text_threshold, max_detections=max_detections or None
+        )
+        frames = to_uint8_frames(image)
+        adapter.load_for_inference(grounding_dino_model.model, segmenter.model)
+        hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0]), check_cancel=adapter.cancel_check())
+        found = GroundedSam(grounding_dino_model, segmenter).segment(frames, prompt, settings, hooks)
+        merged = found.merged_masks()
+        rgb = to_comfy_image(frames) * merged.unsqueeze(-1)
+        objects = found.masks.float() if len(found) else torch.zeros((1, *found.image_size))
+        return (rgb, merged.float(), objects, json.dumps(found.to_json()))
+
+
+class InvertMask:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mask": ("MASK",)}}
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("MASK",)
+
+    def main(self, mask):
+        return (1.0 - mask,)
+
+
+class IsMaskEmptyNode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mask": ("MASK",)}}
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("NUMBER",)
+    RETURN_NAMES = ("boolean_number",)
+
+    def main(self, mask):
+        return (int(torch.all(mask == 0).item()),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "SAMModelLoader (segment anything)": SAMModelLoader,
+    "GroundingDinoModelLoader (segment anything)": GroundingDinoModelLoader,
+    "GroundingDinoSAMSegment (segment anything)": GroundingDinoSAMSegment,
+    "InvertMask (segment anything)": InvertMask,
+    "IsMaskEmpty": IsMaskEmptyNode,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "IsMaskEmpty": "IsMaskEmpty",
+}

@@ -1,0 +1,1 @@
+"""Grounding DINO: text prompt to boxes."""

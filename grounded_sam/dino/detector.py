@@ -1,0 +1,138 @@
+"""Text prompt to labelled boxes: the original Grounding DINO pre/post-processing around transformers' model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.ops import nms
+from transformers import BertTokenizer, GroundingDinoForObjectDetection
+
+from ..errors import InputError
+from ..records import Detections
+from .text import caption_from_prompt, tokenize
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SHORT_SIDE = 800
+MAX_SIDE = 1333
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    box_threshold: float = 0.3
+    text_threshold: float = 0.25
+    nms_iou: float | None = 0.7  # None: keep overlapping boxes
+    max_detections: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("box_threshold", "text_threshold"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise InputError(f"{name} must be between 0 and 1, got {value!r}")
+        if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
+            raise InputError(f"nms_iou must be in (0, 1] or None, got {self.nms_iou!r}")
+        if self.max_detections is not None and self.max_detections < 0:
+            raise InputError(f"max_detections must be >= 0 (0 = no limit), got {self.max_detections!r}")
+
+
+def resized_shape(height: int, width: int, short: int = SHORT_SIDE, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(h, w) after DETR-style resizing: short side to ``short`` unless the long side would pass ``max_side``."""
+    lo, hi = min(height, width), max(height, width)
+    if hi / lo * short > max_side:
+        short = int(round(max_side * lo / hi))
+    if lo == short:
+        return height, width
+    if width < height:
+        return int(short * height / width), short
+    return short, int(short * width / height)
+
+
+def phrase_for(token_mask: torch.Tensor, input_ids: list[int], tokenizer: BertTokenizer) -> str:
+    """The prompt words whose tokens scored above the text threshold for one box."""
+    special = set(tokenizer.all_special_ids)
+    ids = [input_ids[i] for i in token_mask.nonzero().flatten().tolist() if 0 < i < len(input_ids)]
+    words = tokenizer.decode([t for t in ids if t not in special])
+    return words.replace(".", "").strip()
+
+
+class GroundingDinoDetector:
+    """A loaded Grounding DINO with its tokenizer; ``detect`` is one frame, one prompt."""
+
+    def __init__(self, model: GroundingDinoForObjectDetection, tokenizer: BertTokenizer, name: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> GroundingDinoDetector:
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    def preprocess(self, frame: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[H, W, 3]`` to normalised ``[1, 3, h, w]`` (PIL bilinear, as the original)."""
+        height, width = frame.shape[:2]
+        new_h, new_w = resized_shape(height, width)
+        image = Image.fromarray(frame.numpy())
+        if (new_h, new_w) != (height, width):
+            image = image.resize((new_w, new_h), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255.0)
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return ((pixels - mean) / std).unsqueeze(0)
+
+    @torch.inference_mode()
+    def raw_predictions(self, pixels: torch.Tensor, text: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per query: token probabilities ``[Q, 256]`` and normalised cxcywh boxes ``[Q, 4]``."""
+        device = self.device
+        out = self.model(
+            pixel_values=pixels.to(device, self.dtype),
+            input_ids=text["input_ids"].to(device),
+            attention_mask=text["attention_mask"].to(device),
+            token_type_ids=text["token_type_ids"].to(device),
+        )
+        return out.logits[0].float().sigmoid().cpu(), out.pred_boxes[0].float().cpu()
+
+    def detect(self, frame: torch.Tensor, prompt: str, settings: DetectionSettings) -> Detections:
+        caption = caption_from_prompt(prompt)
+        text = tokenize(self.tokenizer, caption)
+        probs, boxes = self.raw_predictions(self.preprocess(frame), text)
+        return self.postprocess(probs, boxes, text["input_ids"][0].tolist(), (int(frame.shape[0]), int(frame.shape[1])), settings)
+
+    def postprocess(
+        self,
+        probs: torch.Tensor,
+        boxes: torch.Tensor,
+        input_ids: list[int],
+        image_size: tuple[int, int],
+        settings: DetectionSettings,
+    ) -> Detections:
+        scores = probs.max(dim=1).values
+        keep = scores > settings.box_threshold
+        probs, boxes, scores = probs[keep], boxes[keep], scores[keep]
+        height, width = image_size
+        cx, cy, w, h = (boxes * torch.tensor([width, height, width, height])).unbind(1)
+        xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+        order = scores.argsort(descending=True)
+        if settings.nms_iou is not None and settings.nms_iou < 1.0 and len(order):
+            order = nms(xyxy, scores, settings.nms_iou)
+        if settings.max_detections:
+            order = order[: settings.max_detections]
+        labels = tuple(phrase_for(probs[i] > settings.text_threshold, input_ids, self.tokenizer) for i in order.tolist())
+        return Detections(
+            boxes=xyxy[order].float(),
+            scores=scores[order].float(),
+            labels=labels,
+            frame_index=torch.zeros(len(order), dtype=torch.int64),
+            image_size=image_size,
+            num_frames=1,
+        )

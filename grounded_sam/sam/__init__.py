@@ -1,0 +1,1 @@
+"""Segment Anything: boxes to masks."""

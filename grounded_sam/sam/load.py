@@ -1,0 +1,76 @@
+"""Build a ``SamSegmenter`` from whatever SAM file or folder a user has."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import SamConfig, SamHQConfig, SamHQModel, SamModel
+from transformers.models.sam.configuration_sam import SamVisionConfig
+from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
+
+from ..checkpoints import load_exact, read_state_dict
+from ..errors import ModelFileError, ModelNotFoundError
+from .convert import SamArchitecture, detect_architecture, rename_meta_keys
+from .segmenter import SamSegmenter
+from .tiny_vit import TinyViTEncoder
+
+# A placeholder ViT for MobileSAM: SamModel insists on building one, we swap in TinyViT.
+_STUB_VISION = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 1, "global_attn_indexes": [0], "mlp_dim": 16}
+
+
+def build_sam_model(arch: SamArchitecture) -> SamModel | SamHQModel:
+    """An uninitialised-weights model of exactly the checkpoint's architecture."""
+    vision = _STUB_VISION if arch.encoder == "tiny_vit" else arch.vision
+    if arch.hq:
+        config = SamHQConfig(
+            vision_config=SamHQVisionConfig(**vision).to_dict(),
+            mask_decoder_config=SamHQMaskDecoderConfig(vit_dim=vision["hidden_size"]).to_dict(),
+        )
+        model: SamModel | SamHQModel = SamHQModel(config)
+    else:
+        model = SamModel(SamConfig(vision_config=SamVisionConfig(**vision).to_dict()))
+    if arch.tiny_vit is not None:
+        model.vision_encoder = TinyViTEncoder(arch.tiny_vit)
+    return model.eval()
+
+
+def load_sam(path: str | Path) -> SamSegmenter:
+    """A SAM checkpoint (Meta ``.pth``/``.safetensors``) or a transformers-format folder."""
+    path = Path(path)
+    if path.is_dir():
+        return _load_transformers_folder(path)
+    state = read_state_dict(path)
+    if "bert.embeddings.word_embeddings.weight" in state or any(k.startswith("transformer.encoder.fusion") for k in state):
+        raise ModelFileError(f"{path} is a Grounding DINO checkpoint, not SAM: choose it in the Grounding DINO loader")
+    return _segmenter_from_meta_state(state, path)
+
+
+def segmenter_from_meta_module(module: torch.nn.Module) -> SamSegmenter:
+    """A ``segment_anything``-style model object (as other node packs pass around) as our segmenter."""
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    return _segmenter_from_meta_state(state, Path(f"<{type(module).__name__} from another node>"))
+
+
+def _segmenter_from_meta_state(state: dict[str, torch.Tensor], source: Path) -> SamSegmenter:
+    arch = detect_architecture(state, str(source))
+    model = build_sam_model(arch)
+    load_exact(model, rename_meta_keys(state, arch), source, arch.name)
+    return SamSegmenter(model.float(), arch.name)
+
+
+def _load_transformers_folder(path: Path) -> SamSegmenter:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelNotFoundError(f"{path} is a folder without config.json: it is not a transformers SAM model folder")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    classes = {"sam": SamModel, "sam_hq": SamHQModel}
+    if model_type not in classes:
+        raise ModelFileError(f"{path} holds a {model_type!r} model, not SAM or HQ-SAM")
+    try:
+        model = classes[model_type].from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+    except OSError as err:
+        raise ModelFileError(f"cannot load the SAM model in {path}: {err}") from err
+    size = {768: "B", 1024: "L", 1280: "H"}.get(model.config.vision_config.hidden_size, "?")
+    return SamSegmenter(model, f"{'HQ-SAM' if model_type == 'sam_hq' else 'SAM'} ViT-{size}")

@@ -1,0 +1,111 @@
+"""Boxes in, masks out: SAM with Meta's pre- and post-processing around transformers' model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import SamHQModel, SamModel
+
+from .hq_decoder import hq_low_res_masks
+from .tiny_vit import TinyViTEncoder
+
+# Meta's SAM normalises 0..255 pixels with these.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+# Boxes decoded per mask-decoder call: bounds the memory of the full-resolution upsampling.
+BOX_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """What SAM's encoder made of one frame; reusable for any number of prompts."""
+
+    embeddings: torch.Tensor  # [1, 256, 64, 64]
+    intermediate: tuple[torch.Tensor, ...]  # HQ-SAM's early ViT features, empty otherwise
+    input_size: tuple[int, int]  # (h, w) after resizing the long side to the encoder size
+    original_size: tuple[int, int]  # (H, W) of the frame
+
+
+def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+class SamSegmenter:
+    """One SAM variant (ViT SAM, HQ-SAM or MobileSAM) ready to segment boxes."""
+
+    def __init__(self, model: SamModel | SamHQModel, name: str) -> None:
+        self.model = model.eval()
+        self.name = name
+        self.is_hq = isinstance(model, SamHQModel)
+        self.image_size = int(model.config.prompt_encoder_config.image_size)
+        self.hq_token_only = False  # HQ-SAM's own predictor default: SAM and HQ logits summed
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SamSegmenter:
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 ``[H, W, 3]`` to the normalised, padded ``[1, 3, S, S]`` the encoder takes."""
+        h, w = frame.shape[:2]
+        new_h, new_w = resized_shape(h, w, self.image_size)
+        resized = Image.fromarray(frame.numpy()).resize((new_w, new_h), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float()
+        mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+        std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+        pixels = (pixels - mean) / std
+        pixels = F.pad(pixels, (0, self.image_size - new_w, 0, self.image_size - new_h))
+        return pixels.unsqueeze(0), (new_h, new_w)
+
+    @torch.inference_mode()
+    def embed(self, frame: torch.Tensor) -> ImageEmbedding:
+        pixels, input_size = self.preprocess(frame)
+        pixels = pixels.to(self.device, self.dtype)
+        encoder = self.model.vision_encoder
+        if isinstance(encoder, TinyViTEncoder):
+            embeddings, intermediate = encoder(pixels), ()
+        else:
+            out = encoder(pixels)
+            embeddings = out.last_hidden_state
+            intermediate = tuple(getattr(out, "intermediate_embeddings", None) or ())
+        return ImageEmbedding(embeddings, intermediate, input_size, (int(frame.shape[0]), int(frame.shape[1])))
+
+    @torch.inference_mode()
+    def masks_for_boxes(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
+        """bool ``[N, H, W]`` masks for pixel xyxy ``boxes`` ``[N, 4]`` in the original frame."""
+        height, width = embedding.original_size
+        if boxes.shape[0] == 0:
+            return torch.zeros((0, height, width), dtype=torch.bool)
+        new_h, new_w = embedding.input_size
+        scale = torch.tensor([new_w / width, new_h / height, new_w / width, new_h / height])
+        prompt_boxes = (boxes.float().cpu() * scale).to(self.device, self.dtype)
+        masks = []
+        for chunk in prompt_boxes.split(BOX_CHUNK):
+            low_res = self._decode(embedding, chunk)
+            masks.append(self._upscale(low_res, embedding).cpu())
+        return torch.cat(masks)
+
+    def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
+        if self.is_hq:
+            return hq_low_res_masks(self.model, embedding.embeddings, embedding.intermediate, boxes, self.hq_token_only)
+        out = self.model(image_embeddings=embedding.embeddings, input_boxes=boxes.unsqueeze(0), multimask_output=False)
+        return out.pred_masks[0, :, 0]  # [n, 256, 256] logits
+
+    def _upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
+        new_h, new_w = embedding.input_size
+        size = self.image_size
+        x = F.interpolate(low_res.unsqueeze(1).float(), (size, size), mode="bilinear", align_corners=False)
+        x = F.interpolate(x[..., :new_h, :new_w], embedding.original_size, mode="bilinear", align_corners=False)
+        return x[:, 0] > 0.0

@@ -1,0 +1,146 @@
+"""Reference implementations with random weights, saved in the formats users really have.
+
+Every parameter gets noise, so zero-initialised ones (pos_embed, rel_pos, attention biases,
+gammas) are exercised too: a wrong mapping of any tensor changes the outputs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from grounded_sam.dino.text import PACKAGED_VOCAB
+
+
+def perturb(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * scale)
+        for name, buf in module.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=generator) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=generator) + 0.5)
+
+
+# --- Segment Anything ------------------------------------------------------------------
+
+
+def meta_sam(kind: str = "vit", hq: bool = False, embed: int = 64, depth: int = 2, heads: int = 2, seed: int = 0):
+    """Meta's (or HQ-SAM's / MobileSAM's) own model classes, small ViT unless ``kind='tiny_vit'``."""
+    if kind == "tiny_vit":
+        from mobile_sam import sam_model_registry
+
+        model = sam_model_registry["vit_t"]()
+    else:
+        package = __import__("segment_anything_hq" if hq else "segment_anything", fromlist=["modeling"])
+        m = package.modeling
+        encoder = m.ImageEncoderViT(
+            depth=depth,
+            embed_dim=embed,
+            img_size=1024,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=heads,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=[depth - 1],
+            window_size=14,
+            out_chans=256,
+        )
+        decoder_cls = m.MaskDecoderHQ if hq else m.MaskDecoder
+        decoder_kwargs = {"vit_dim": embed} if hq else {}
+        model = m.Sam(
+            image_encoder=encoder,
+            prompt_encoder=m.PromptEncoder(
+                embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+            ),
+            mask_decoder=decoder_cls(
+                num_multimask_outputs=3,
+                transformer=m.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+                transformer_dim=256,
+                iou_head_depth=3,
+                iou_head_hidden_dim=256,
+                **decoder_kwargs,
+            ),
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+    perturb(model, seed)
+    return model.eval()
+
+
+def meta_predictor(model, kind: str = "vit", hq: bool = False):
+    if kind == "tiny_vit":
+        from mobile_sam import SamPredictor
+    elif hq:
+        from segment_anything_hq import SamPredictor
+    else:
+        from segment_anything import SamPredictor
+    return SamPredictor(model)
+
+
+# --- Grounding DINO ----------------------------------------------------------------------
+
+
+def restore_bert_helpers() -> None:
+    """The original BertModelWarper calls three BertModel helpers that transformers 5 removed."""
+
+    def get_extended_attention_mask(self, attention_mask, input_shape, device=None, dtype=torch.float32):
+        ext = attention_mask[:, None, :, :] if attention_mask.dim() == 3 else attention_mask[:, None, None, :]
+        return (1.0 - ext.to(dtype)) * torch.finfo(dtype).min
+
+    def invert_attention_mask(self, encoder_attention_mask):
+        raise NotImplementedError("the detector never runs BERT as a decoder")
+
+    def get_head_mask(self, head_mask, num_hidden_layers, is_attention_chunked=False):
+        return [None] * num_hidden_layers
+
+    BertModel.get_extended_attention_mask = get_extended_attention_mask
+    BertModel.invert_attention_mask = invert_attention_mask
+    BertModel.get_head_mask = get_head_mask
+
+
+def bert_folder(folder: Path, hidden: int = 128, layers: int = 2, seed: int = 0) -> Path:
+    """A small random BERT where the original code looks for ``bert-base-uncased``."""
+    torch.manual_seed(seed)
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64), intermediate_size=2 * hidden)
+    BertModel(config).save_pretrained(folder)
+    BertTokenizer(vocab=str(PACKAGED_VOCAB)).save_pretrained(folder)
+    return folder
+
+
+def original_grounding_dino(bert: Path, backbone: str = "swin_T_224_1k", enc: int = 2, dec: int = 2, seed: int = 0):
+    """The original IDEA model (as packaged on PyPI) with random weights."""
+    restore_bert_helpers()
+    from addict import Dict
+    from groundingdino.models import build_model
+
+    args = Dict(
+        modelname="groundingdino", backbone=backbone, position_embedding="sine", pe_temperatureH=20,
+        pe_temperatureW=20, return_interm_indices=[1, 2, 3], backbone_freeze_keywords=None, enc_layers=enc,
+        dec_layers=dec, pre_norm=False, dim_feedforward=2048, hidden_dim=256, dropout=0.0, nheads=8,
+        num_queries=900, query_dim=4, num_patterns=0, num_feature_levels=4, enc_n_points=4, dec_n_points=4,
+        two_stage_type="standard", two_stage_bbox_embed_share=False, two_stage_class_embed_share=False,
+        transformer_activation="relu", dec_pred_bbox_embed_share=True, dn_box_noise_scale=1.0,
+        dn_label_noise_ratio=0.5, dn_label_coef=1.0, dn_bbox_coef=1.0, embed_init_tgt=True,
+        dn_labelbook_size=2000, max_text_len=256, text_encoder_type=str(bert), use_text_enhancer=True,
+        use_fusion_layer=True, use_checkpoint=False, use_transformer_ckpt=False, use_text_cross_attention=True,
+        text_dropout=0.0, fusion_dropout=0.0, fusion_droppath=0.1, sub_sentence_present=True, device="cpu",
+    )  # fmt: skip
+    model = build_model(args)
+    perturb(model, seed, scale=0.02)
+    with torch.no_grad():  # keep token logits O(1) so thresholds split boxes instead of all saturating
+        model.transformer.decoder.norm.weight.mul_(0.05)
+    return model.eval()
+
+
+def save_original_release(model: torch.nn.Module, path: Path) -> Path:
+    """The layout of ``groundingdino_swint_ogc.pth``: weights under "model" with a "module." prefix."""
+    torch.save({"model": {"module." + k: v for k, v in model.state_dict().items()}}, path)
+    return path
