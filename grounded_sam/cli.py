@@ -48,7 +48,10 @@ def _write_mask(mask: np.ndarray, path: Path) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
-    dirs = (lambda folder: [args.models_dir / folder] if args.models_dir else [])
+
+    def dirs(folder: str) -> list[Path]:
+        return [args.models_dir / folder] if args.models_dir else []
+
     detector = load_grounding_dino(resolve_model(args.dino, DINO_FOLDER, dirs(DINO_FOLDER)))
     segmenter = load_sam(resolve_model(args.sam, SAM_FOLDER, dirs(SAM_FOLDER)))
     pipeline = GroundedSam(detector, segmenter)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference_models import meta_predictor, meta_sam
 
 from grounded_sam import load_sam
 from grounded_sam.sam.load import segmenter_from_meta_module
-from reference_models import meta_predictor, meta_sam
 
 pytest.importorskip("segment_anything", reason="Meta's segment-anything is the reference (test extra)")
 

@@ -105,6 +105,13 @@ def config_from_original(state: dict[str, torch.Tensor], source: str) -> Groundi
     """The transformers config that fits an original checkpoint's tensors."""
     if not is_original_grounding_dino(state):
         raise ModelFileError(f"{source} is not an original Grounding DINO checkpoint (no BERT + fusion-layer weights)")
+    try:
+        return _config_from_original(state)
+    except KeyError as err:
+        raise ModelFileError(f"{source} is incomplete: it has no tensor {err.args[0]!r} (a partial download?)") from err
+
+
+def _config_from_original(state: dict[str, torch.Tensor]) -> GroundingDinoConfig:
     n_stages = _count(state, r"^backbone\.0\.layers\.(\d+)\.")
     depths = [_count(state, rf"^backbone\.0\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
     tables = [state[f"backbone.0.layers.{i}.blocks.0.attn.relative_position_bias_table"] for i in range(n_stages)]
@@ -157,7 +164,7 @@ def rename_original_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
             continue
         split = _SPLIT.search(new)
         if split:
-            for name, part in zip(split.groups(), value.chunk(3, dim=0)):
+            for name, part in zip(split.groups(), value.chunk(3, dim=0), strict=True):
                 out[_SPLIT.sub(name, new)] = part
         else:
             out[new] = value

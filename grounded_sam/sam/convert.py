@@ -88,9 +88,12 @@ def detect_architecture(state: dict[str, torch.Tensor], source: str) -> SamArchi
             f"{source} is not a Segment Anything checkpoint (no SAM image encoder / mask decoder weights found)"
         )
     hq = _HQ_PROBE in state
-    if _TINY_VIT_PROBE in state:
-        return SamArchitecture("tiny_vit", hq, {}, TinyViTConfig.from_state_dict(state, "image_encoder."))
-    return SamArchitecture("vit", hq, _vit_config(state))
+    try:
+        if _TINY_VIT_PROBE in state:
+            return SamArchitecture("tiny_vit", hq, {}, TinyViTConfig.from_state_dict(state, "image_encoder."))
+        return SamArchitecture("vit", hq, _vit_config(state))
+    except KeyError as err:
+        raise ModelFileError(f"{source} is incomplete: it has no tensor {err.args[0]!r} (a partial download?)") from err
 
 
 def _vit_config(state: dict[str, torch.Tensor]) -> dict:

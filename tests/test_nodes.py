@@ -1,0 +1,176 @@
+"""The seed pack's nodes, called as ComfyUI calls them, with ComfyUI-shaped tensors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from grounded_sam import DetectionSettings, GroundedSam
+from grounded_sam.comfy import adapter
+from grounded_sam.comfy.nodes import NODE_CLASS_MAPPINGS, GroundingDinoSAMSegment
+from grounded_sam.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_IDS = {
+    "GroundingDinoSAMSegment (segment anything)",
+    "SAMModelLoader (segment anything)",
+    "GroundingDinoModelLoader (segment anything)",
+    "InvertMask (segment anything)",
+    "IsMaskEmpty",
+}
+PROMPT = "person . tie"
+
+
+def top_score(detector, frame) -> float:
+    found = detector.detect(frame, PROMPT, DetectionSettings(0.0, 0.0, nms_iou=None, max_detections=1))
+    return float(found.scores[0])
+
+
+@pytest.fixture(scope="module")
+def batch_with_empty_middle(detector, bus, zidane):
+    """Three same-size frames and a threshold under which only the middle one has no detection."""
+    candidates = [bus[:640, :640], zidane[:640, 300:940], torch.full((640, 640, 3), 128, dtype=torch.uint8), bus[400:1040, 100:740]]
+    scores = [top_score(detector, c) for c in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: scores[i])
+    empty, others = order[0], order[-2:]
+    threshold = (scores[empty] + scores[order[1]]) / 2
+    assert scores[order[1]] - scores[empty] > 1e-3, "no clear gap to place the threshold in"
+    frames = torch.stack([candidates[others[0]], candidates[empty], candidates[others[1]]])
+    return frames.float() / 255.0, threshold
+
+
+def test_node_ids_and_sockets_are_the_seeds():
+    assert set(NODE_CLASS_MAPPINGS) == SEED_IDS
+    node = NODE_CLASS_MAPPINGS["GroundingDinoSAMSegment (segment anything)"]
+    required = node.INPUT_TYPES()["required"]
+    assert list(required) == ["sam_model", "grounding_dino_model", "image", "prompt", "threshold"]
+    assert required["threshold"] == ("FLOAT", {"default": 0.3, "min": 0, "max": 1.0, "step": 0.01})
+    assert node.RETURN_TYPES[:2] == ("IMAGE", "MASK") and node.FUNCTION == "main"
+
+
+def test_repo_root_loads_like_a_custom_node_folder():
+    """ComfyUI imports custom_nodes/<folder>/__init__.py as a package named after the folder."""
+    spec = importlib.util.spec_from_file_location("grounded_sam_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["grounded_sam_pack"] = module
+    try:
+        spec.loader.exec_module(module)
+        assert set(module.NODE_CLASS_MAPPINGS) == SEED_IDS
+    finally:
+        sys.modules.pop("grounded_sam_pack", None)
+
+
+def test_batch_with_empty_middle_frame_keeps_every_frame_in_order(detector, segmenter, batch_with_empty_middle):
+    images, threshold = batch_with_empty_middle
+    image_out, mask_out, objects, detections = GroundingDinoSAMSegment().main(
+        detector, segmenter, images, PROMPT, threshold, text_threshold=threshold - 0.02
+    )
+    assert image_out.shape == (3, 640, 640, 3) and image_out.dtype == torch.float32
+    assert mask_out.shape == (3, 640, 640) and mask_out.dtype == torch.float32
+    assert mask_out[1].sum() == 0 and mask_out[0].sum() > 0 and mask_out[2].sum() > 0
+    assert torch.equal(image_out, (images * 255).to(torch.uint8).float() / 255 * mask_out.unsqueeze(-1))
+    rows = json.loads(detections)
+    assert {r["frame"] for r in rows} == {0, 2} and objects.shape == (len(rows), 640, 640)
+    pipeline = GroundedSam(detector, segmenter)
+    settings = DetectionSettings(threshold, threshold - 0.02)
+    for index in (0, 2):  # each frame's mask is the one that frame gets on its own
+        alone = pipeline.segment(images[index], PROMPT, settings)
+        assert torch.equal(alone.merged_masks()[0].float(), mask_out[index])
+
+
+def test_invert_and_is_empty_nodes():
+    mask = torch.zeros((2, 4, 4))
+    mask[0, 1, 1] = 1.0
+    (inverted,) = NODE_CLASS_MAPPINGS["InvertMask (segment anything)"]().main(mask)
+    assert torch.equal(inverted, 1.0 - mask)
+    is_empty = NODE_CLASS_MAPPINGS["IsMaskEmpty"]().main
+    assert is_empty(torch.zeros((1, 4, 4))) == (1,) and is_empty(mask) == (0,)
+
+
+def test_wrong_model_objects_are_explained(detector):
+    node = GroundingDinoSAMSegment()
+    with pytest.raises(InputError, match="SAMModelLoader"):
+        node.main(detector, "not a model", torch.zeros((1, 8, 8, 3)), "dog", 0.3)
+
+
+# --- the adapter, both paths --------------------------------------------------------------
+
+
+def test_adapter_without_comfyui(tmp_path, monkeypatch):
+    monkeypatch.setenv("GROUNDED_SAM_MODELS_DIR", str(tmp_path))
+    (tmp_path / "sams").mkdir()
+    (tmp_path / "sams" / "my_sam.pth").write_bytes(b"x")
+    assert not adapter.in_comfyui()
+    assert adapter.model_search_dirs("sams") == [tmp_path / "sams"]
+    choices = adapter.model_choices("sams")
+    assert choices[0] == "my_sam.pth" and "sam_vit_h (2.56GB)" in choices and "mobile_sam(39MB)" in choices
+    assert adapter.torch_device() == torch.device("cpu")
+    assert adapter.progress_reporter(3) is None and adapter.cancel_check() is None
+    adapter.load_for_inference(torch.nn.Linear(1, 1))  # no-op without ComfyUI
+
+
+class FakeComfy:
+    """Stand-ins for the few ComfyUI modules the adapter calls: ComfyUI itself cannot be installed here."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.loaded: list = []
+        self.progress: list[tuple[int, int]] = []
+        self.interrupt = False
+        fp = types.ModuleType("folder_paths")
+        fp.models_dir = str(models_dir)
+        fp.folder_names_and_paths = {}
+        fp.get_folder_paths = lambda name: fp.folder_names_and_paths[name][0]
+        mm = types.ModuleType("comfy.model_management")
+        mm.get_torch_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: torch.device("cpu")
+        mm.load_models_gpu = self.loaded.append
+
+        def interrupted():
+            if self.interrupt:
+                raise RuntimeError("Processing interrupted")
+
+        mm.throw_exception_if_processing_interrupted = interrupted
+        utils = types.ModuleType("comfy.utils")
+        outer = self
+
+        class ProgressBar:
+            def __init__(self, total):
+                self.total = total
+
+            def update_absolute(self, value, total=None):
+                outer.progress.append((value, total))
+
+        utils.ProgressBar = ProgressBar
+        patcher = types.ModuleType("comfy.model_patcher")
+
+        class ModelPatcher:
+            def __init__(self, model, load_device, offload_device):
+                self.model = model
+
+        patcher.ModelPatcher = ModelPatcher
+        comfy = types.ModuleType("comfy")
+        self.modules = {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils, "comfy.model_patcher": patcher}
+
+
+def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batch_with_empty_middle):
+    fake = FakeComfy(tmp_path)
+    for name, module in fake.modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    assert adapter.in_comfyui()
+    adapter.register_model_folders()
+    fp = fake.modules["folder_paths"]
+    assert fp.folder_names_and_paths["grounding-dino"][0] == [str(tmp_path / "grounding-dino")]
+    assert ".safetensors" in fp.folder_names_and_paths["sams"][1]
+    images, threshold = batch_with_empty_middle
+    GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)
+    assert fake.progress == [(1, 3), (2, 3), (3, 3)]
+    assert [p.model for p in fake.loaded[0]] == [detector.model, segmenter.model]
+    fake.interrupt = True
+    with pytest.raises(RuntimeError, match="interrupted"):
+        GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)
