@@ -16,7 +16,7 @@ from .dino.load import load_grounding_dino
 from .errors import GroundedSamError
 from .images import load_image_file
 from .model_files import DINO_FOLDER, SAM_FOLDER, default_models_dir, resolve_model
-from .pipeline import GroundedSam
+from .pipeline import PRECISIONS, GroundedSam
 from .sam.load import load_sam
 
 
@@ -35,7 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--nms-iou", type=float, default=0.7, help="1.0 disables non-maximum suppression")
     seg.add_argument("--max-detections", type=int, default=0, help="0 keeps every detection")
     seg.add_argument("--per-object", action="store_true", help="also write one mask PNG per detected object")
+    seg.add_argument("--no-download", action="store_true", help="never download a missing known model")
+    seg.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="bf16/fp16: faster, masks differ slightly")
     return parser
+
+
+class _DownloadBar:
+    """A tqdm bar that appears only if a download really starts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bar = None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=f"downloading {self.name}")
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> _DownloadBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _slug(text: str) -> str:
@@ -49,12 +73,14 @@ def _write_mask(mask: np.ndarray, path: Path) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
 
-    def dirs(folder: str) -> list[Path]:
-        return [args.models_dir / folder] if args.models_dir else []
+    def find(name: str, folder: str) -> Path:
+        dirs = [args.models_dir / folder] if args.models_dir else []
+        with _DownloadBar(name) as bar:
+            return resolve_model(name, folder, dirs, allow_download=not args.no_download, on_progress=bar.update)
 
-    detector = load_grounding_dino(resolve_model(args.dino, DINO_FOLDER, dirs(DINO_FOLDER)))
-    segmenter = load_sam(resolve_model(args.sam, SAM_FOLDER, dirs(SAM_FOLDER)))
-    pipeline = GroundedSam(detector, segmenter)
+    detector = load_grounding_dino(find(args.dino, DINO_FOLDER))
+    segmenter = load_sam(find(args.sam, SAM_FOLDER))
+    pipeline = GroundedSam(detector, segmenter, args.precision)
     args.out.mkdir(parents=True, exist_ok=True)
     report = []
     for image_path in args.images:

@@ -13,7 +13,7 @@ from ..dino.load import load_grounding_dino
 from ..errors import InputError
 from ..images import to_comfy_image, to_uint8_frames
 from ..model_files import DINO_FOLDER, SAM_FOLDER, resolve_model
-from ..pipeline import GroundedSam, RunHooks
+from ..pipeline import PRECISIONS, GroundedSam, RunHooks
 from ..sam.load import load_sam, segmenter_from_meta_module
 from ..sam.segmenter import SamSegmenter
 from . import adapter
@@ -32,7 +32,10 @@ def _cached_dino(path: str, mtime: float) -> GroundingDinoDetector:
 
 
 def _resolve(name: str, folder: str) -> Path:
-    return resolve_model(name, folder, adapter.model_search_dirs(folder))
+    """A file on disk, or a known model fetched (verified) into the first model folder on first use."""
+    return resolve_model(
+        name, folder, adapter.model_search_dirs(folder), allow_download=True, on_progress=adapter.progress_reporter(1)
+    )
 
 
 class SAMModelLoader:
@@ -93,6 +96,7 @@ class GroundingDinoSAMSegment:
             "optional": {
                 "text_threshold": ("FLOAT", {"default": 0.25, "min": 0, "max": 1.0, "step": 0.01}),
                 "max_detections": ("INT", {"default": 0, "min": 0, "max": 900, "tooltip": "0 keeps every detection"}),
+                "precision": (list(PRECISIONS), {"default": "fp32", "tooltip": "bf16/fp16: faster, masks differ slightly"}),
             },
         }
 
@@ -101,7 +105,9 @@ class GroundingDinoSAMSegment:
     RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING")
     RETURN_NAMES = ("IMAGE", "MASK", "object_masks", "detections_json")
 
-    def main(self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0):
+    def main(
+        self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0, precision="fp32"
+    ):
         if not isinstance(grounding_dino_model, GroundingDinoDetector):
             raise InputError("grounding_dino_model must come from a 'GroundingDinoModelLoader (segment anything)' node")
         segmenter = as_segmenter(sam_model)
@@ -111,7 +117,7 @@ class GroundingDinoSAMSegment:
         frames = to_uint8_frames(image)
         adapter.load_for_inference(grounding_dino_model.model, segmenter.model)
         hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0]), check_cancel=adapter.cancel_check())
-        found = GroundedSam(grounding_dino_model, segmenter).segment(frames, prompt, settings, hooks)
+        found = GroundedSam(grounding_dino_model, segmenter, precision).segment(frames, prompt, settings, hooks)
         merged = found.merged_masks()
         rgb = to_comfy_image(frames) * merged.unsqueeze(-1)
         objects = found.masks.float() if len(found) else torch.zeros((1, *found.image_size))

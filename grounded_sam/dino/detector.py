@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision.ops import nms
 from transformers import BertTokenizer, GroundingDinoForObjectDetection
 
+from ..caching import BackboneCache
 from ..errors import InputError
 from ..records import Detections
 from .text import caption_from_prompt, tokenize
@@ -65,6 +66,7 @@ class GroundingDinoDetector:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.backbone_cache = BackboneCache(model.model.backbone).cache
 
     @property
     def device(self) -> torch.device:

@@ -10,14 +10,18 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import SamHQModel, SamModel
 
+from ..caching import LruCache, tensor_digest
 from .hq_decoder import hq_low_res_masks
 from .tiny_vit import TinyViTEncoder
 
 # Meta's SAM normalises 0..255 pixels with these.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-# Boxes decoded per mask-decoder call: bounds the memory of the full-resolution upsampling.
+# Boxes decoded per mask-decoder call, and the float32 budget of one full-resolution upsampling.
 BOX_CHUNK = 16
+# Image embeddings kept for reuse: ~4 MB each (ViT), ~25 MB with HQ-SAM's early features.
+EMBEDDING_CACHE_SIZE = 4
+UPSCALE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class SamSegmenter:
         self.is_hq = isinstance(model, SamHQModel)
         self.image_size = int(model.config.prompt_encoder_config.image_size)
         self.hq_token_only = False  # HQ-SAM's own predictor default: SAM and HQ logits summed
+        self.embedding_cache: LruCache[ImageEmbedding] = LruCache(EMBEDDING_CACHE_SIZE)
 
     @property
     def device(self) -> torch.device:
@@ -69,8 +74,14 @@ class SamSegmenter:
         pixels = F.pad(pixels, (0, self.image_size - new_w, 0, self.image_size - new_h))
         return pixels.unsqueeze(0), (new_h, new_w)
 
-    @torch.inference_mode()
     def embed(self, frame: torch.Tensor) -> ImageEmbedding:
+        """The frame's image embedding, reused when the same frame comes again (a second prompt)."""
+        device, dtype = self.device, self.dtype
+        key = (tensor_digest(frame), device, dtype, torch.is_autocast_enabled(device.type))
+        return self.embedding_cache.get_or_compute(key, lambda: self._embed(frame))
+
+    @torch.inference_mode()
+    def _embed(self, frame: torch.Tensor) -> ImageEmbedding:
         pixels, input_size = self.preprocess(frame)
         pixels = pixels.to(self.device, self.dtype)
         encoder = self.model.vision_encoder
@@ -91,8 +102,10 @@ class SamSegmenter:
         new_h, new_w = embedding.input_size
         scale = torch.tensor([new_w / width, new_h / height, new_w / width, new_h / height])
         prompt_boxes = (boxes.float().cpu() * scale).to(self.device, self.dtype)
+        per_box = 4 * height * width  # one float32 full-resolution logit map
+        chunk_size = max(1, min(BOX_CHUNK, UPSCALE_BYTES // per_box))
         masks = []
-        for chunk in prompt_boxes.split(BOX_CHUNK):
+        for chunk in prompt_boxes.split(chunk_size):
             low_res = self._decode(embedding, chunk)
             masks.append(self._upscale(low_res, embedding).cpu())
         return torch.cat(masks)

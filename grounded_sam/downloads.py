@@ -1,0 +1,90 @@
+"""Fetch a known model file once, verified, and never leave a partial file under its real name."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ModelFileError, ModelNotFoundError
+from .model_registry import KnownModel
+
+CHUNK = 1 << 20
+TIMEOUT_SECONDS = 30.0  # per network operation: a dead connection fails instead of hanging
+
+
+def offline() -> bool:
+    """True when the user said there is no network (the hub's own switch, or ours)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "GROUNDED_SAM_OFFLINE"))
+
+
+def where_to_get(model: KnownModel, folder: Path) -> str:
+    size = f" ({model.size / 1e6:.0f} MB)" if model.size else ""
+    return f"put {model.filename}{size} in {folder}; download it from {model.url}"
+
+
+def download(model: KnownModel, folder: Path, on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """``folder/model.filename``, downloaded and verified if it is not there yet."""
+    target = folder / model.filename
+    if target.is_file():
+        return target
+    if offline():
+        raise ModelNotFoundError(f"{model.filename} is missing and downloads are off (offline mode): {where_to_get(model, folder)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{model.filename}.{uuid.uuid4().hex}.part"
+    try:
+        digests = _fetch(model, partial, on_progress)
+        _verify(model, partial, digests)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _fetch(model: KnownModel, partial: Path, on_progress: Callable[[int, int], None] | None) -> dict[str, str]:
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
+    request = urllib.request.Request(model.url, headers={"User-Agent": "grounded-sam"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response, partial.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or model.size or 0)
+            done = 0
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                sha256.update(chunk)
+                md5.update(chunk)
+                done += len(chunk)
+                if on_progress:
+                    on_progress(done, total)
+    except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets, short reads
+        reason = getattr(err, "reason", err)
+        raise ModelNotFoundError(f"could not download {model.filename} ({reason}); {where_to_get(model, partial.parent)}") from err
+    return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+
+
+def _verify(model: KnownModel, partial: Path, digests: dict[str, str]) -> None:
+    size = partial.stat().st_size
+    problems = []
+    if model.size is not None and size != model.size:
+        problems.append(f"{size} bytes instead of {model.size}")
+    for name in ("sha256", "md5"):
+        expected = getattr(model, name)
+        if expected is not None and digests[name] != expected:
+            problems.append(f"{name} {digests[name]} instead of {expected}")
+    if problems:
+        raise ModelFileError(f"the download of {model.filename} from {model.url} is corrupt ({'; '.join(problems)}); it was discarded, try again")
+
+
+def check_known_size(path: Path, model: KnownModel | None) -> None:
+    """A cheap guard against a half-downloaded file that another tool left under the real name."""
+    if model is None or model.size is None or not path.is_file() or path.name != model.filename:
+        return
+    size = path.stat().st_size
+    if size != model.size:
+        raise ModelFileError(
+            f"{path} has {size} bytes but {model.filename} has {model.size}: it is incomplete or a different file; "
+            f"delete it and download it again from {model.url}"
+        )

@@ -1,0 +1,54 @@
+"""The model files users already have, by the names the seed pack gave them.
+
+Old workflows store these display names as widget values, so they must keep resolving.
+Sizes and digests are the published ones; where a release only published an md5 we check that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SAM_FOLDER = "sams"
+DINO_FOLDER = "grounding-dino"
+
+_META = "https://dl.fbaipublicfiles.com/segment_anything/"
+_HQ = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+_DINO = "https://huggingface.co/ShilongLiu/GroundingDINO/resolve/main/"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    display_name: str
+    folder: str
+    filename: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+
+KNOWN_MODELS: tuple[KnownModel, ...] = (
+    KnownModel("sam_vit_h (2.56GB)", SAM_FOLDER, "sam_vit_h_4b8939.pth", _META + "sam_vit_h_4b8939.pth", 2564550879,
+               "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    KnownModel("sam_vit_l (1.25GB)", SAM_FOLDER, "sam_vit_l_0b3195.pth", _META + "sam_vit_l_0b3195.pth", 1249524607,
+               "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    KnownModel("sam_vit_b (375MB)", SAM_FOLDER, "sam_vit_b_01ec64.pth", _META + "sam_vit_b_01ec64.pth", 375042383,
+               "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    KnownModel("sam_hq_vit_h (2.57GB)", SAM_FOLDER, "sam_hq_vit_h.pth", _HQ + "sam_hq_vit_h.pth", None,
+               "a7ac14a085326d9fa6199c8c698c4f0e7280afdbb974d2c4660ec60877b45e35", "3560f6b6a5a6edacd814a1325c39640a"),
+    KnownModel("sam_hq_vit_l (1.25GB)", SAM_FOLDER, "sam_hq_vit_l.pth", _HQ + "sam_hq_vit_l.pth", None, None,
+               "08947267966e4264fb39523eccc33f86"),
+    KnownModel("sam_hq_vit_b (379MB)", SAM_FOLDER, "sam_hq_vit_b.pth", _HQ + "sam_hq_vit_b.pth", None, None,
+               "c6b8953247bcfdc8bb8ef91e36a6cacc"),
+    KnownModel("mobile_sam(39MB)", SAM_FOLDER, "mobile_sam.pt",
+               "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt", 40728226,
+               "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"),
+    KnownModel("GroundingDINO_SwinT_OGC (694MB)", DINO_FOLDER, "groundingdino_swint_ogc.pth", _DINO + "groundingdino_swint_ogc.pth",
+               693997677, "3b3ca2563c77c69f651d7bd133e97139c186df06231157a64c507099c52bc799"),
+    KnownModel("GroundingDINO_SwinB (938MB)", DINO_FOLDER, "groundingdino_swinb_cogcoor.pth", _DINO + "groundingdino_swinb_cogcoor.pth",
+               938057991, "46270f7a822e6906b655b729c90613e48929d0f2bb8b9b76fd10a856f3ac6ab7"),
+)  # fmt: skip
+
+
+def known_model(name: str) -> KnownModel | None:
+    return next((m for m in KNOWN_MODELS if name in (m.display_name, m.filename)), None)

@@ -1,0 +1,132 @@
+"""Checked downloads against a real HTTP server on loopback: verified, atomic, and quick to fail offline."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from grounded_sam.downloads import download
+from grounded_sam.errors import ModelFileError, ModelNotFoundError
+from grounded_sam.model_files import resolve_model
+from grounded_sam.model_registry import KNOWN_MODELS, KnownModel
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        Handler.requests.append(self.path)
+        body = PAYLOAD
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path.startswith("/cut"):
+            self.wfile.write(body[: len(body) // 3])  # the connection dies mid-file
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def model_at(url: str, **overrides) -> KnownModel:
+    fields = {"display_name": "test model", "folder": "sams", "filename": "test.pth", "url": url, "size": len(PAYLOAD), "sha256": hashlib.sha256(PAYLOAD).hexdigest()}
+    fields.update(overrides)
+    return KnownModel(**fields)
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_download_is_verified_and_lands_atomically(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    progress = []
+    path = download(model_at(server + "/ok"), tmp_path, lambda done, total: progress.append((done, total)))
+    assert path.read_bytes() == PAYLOAD
+    assert progress[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert leftovers(tmp_path) == ["test.pth"]
+
+
+def test_md5_only_models_are_checked_too(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    good = model_at(server + "/ok", sha256=None, size=None, md5=hashlib.md5(PAYLOAD).hexdigest())
+    assert download(good, tmp_path).read_bytes() == PAYLOAD
+    bad = replace(good, filename="other.pth", md5="0" * 32)
+    with pytest.raises(ModelFileError, match="md5"):
+        download(bad, tmp_path)
+    assert leftovers(tmp_path) == ["test.pth"]
+
+
+def test_wrong_digest_leaves_nothing_behind(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(ModelFileError, match="corrupt.*sha256"):
+        download(model_at(server + "/ok", sha256="0" * 64), tmp_path)
+    assert leftovers(tmp_path) == []
+
+
+def test_connection_cut_mid_file_leaves_nothing_behind(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises((ModelNotFoundError, ModelFileError)):
+        download(model_at(server + "/cut"), tmp_path)
+    assert leftovers(tmp_path) == []
+
+
+def test_offline_fails_at_once_and_says_where_to_get_the_file(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(Handler.requests)
+    model = model_at(server + "/ok")
+    with pytest.raises(ModelNotFoundError) as err:
+        download(model, tmp_path / "sams")
+    assert len(Handler.requests) == before, "offline mode must not touch the network"
+    message = str(err.value)
+    assert "test.pth" in message and str(tmp_path / "sams") in message and model.url in message
+
+
+def test_unreachable_server_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    start = time.monotonic()
+    with pytest.raises(ModelNotFoundError, match="could not download"):
+        download(model_at(f"http://127.0.0.1:{port}/x"), tmp_path)
+    assert time.monotonic() - start < 10
+    assert leftovers(tmp_path) == []
+
+
+def test_resolve_reports_known_models_and_rejects_half_files(tmp_path):
+    vit_b = next(m for m in KNOWN_MODELS if m.filename == "sam_vit_b_01ec64.pth")
+    with pytest.raises(ModelNotFoundError, match="dl.fbaipublicfiles.com"):
+        resolve_model("sam_vit_b (375MB)", "sams", [tmp_path])
+    (tmp_path / vit_b.filename).write_bytes(b"half a file")
+    with pytest.raises(ModelFileError, match="incomplete"):
+        resolve_model("sam_vit_b (375MB)", "sams", [tmp_path])
+
+
+def test_registry_entries_are_complete():
+    names = {m.display_name for m in KNOWN_MODELS}
+    assert {"sam_vit_h (2.56GB)", "sam_hq_vit_b (379MB)", "mobile_sam(39MB)", "GroundingDINO_SwinB (938MB)"} <= names
+    for model in KNOWN_MODELS:
+        assert model.url.startswith("https://") and model.url.endswith(model.filename)
+        assert model.sha256 or model.md5, f"{model.filename} has no digest to verify"
+        assert model.sha256 is None or len(model.sha256) == 64
