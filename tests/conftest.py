@@ -77,3 +77,10 @@ def segmenter(sam_checkpoint):
     from grounded_sam import load_sam
 
     return load_sam(sam_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def batch_with_empty_middle(detector, bus, zidane):
+    from scenes import batch_with_empty_middle as build
+
+    return build(detector, bus, zidane)

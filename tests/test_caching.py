@@ -17,13 +17,17 @@ def settings_for(detector, frame, prompt) -> DetectionSettings:
 
 def test_second_prompt_reuses_image_work_and_matches_a_fresh_run(dino_checkpoint, sam_checkpoint, zidane):
     warm = GroundedSam(load_grounding_dino(dino_checkpoint), load_sam(sam_checkpoint))
-    backbone, embeddings = warm.detector.backbone_cache, warm.segmenter.embedding_cache
+    caches = (warm.detector.prediction_cache, warm.detector.backbone_cache, warm.segmenter.embedding_cache)
+
+    def counts():
+        return [(c.misses, c.hits) for c in caches]
+
     first = settings_for(warm.detector, zidane, "person")
-    warm.segment(zidane, "person", first)
-    assert (backbone.misses, backbone.hits, embeddings.misses, embeddings.hits) == (1, 1, 1, 0)
-    second = settings_for(warm.detector, zidane, "tie . shirt")
+    warm.segment(zidane, "person", first)  # same image and prompt: the raw predictions are reused
+    assert counts() == [(1, 1), (1, 0), (1, 0)]
+    second = settings_for(warm.detector, zidane, "tie . shirt")  # new prompt: only the backbone is reused
     cached = warm.segment(zidane, "tie . shirt", second)
-    assert (backbone.misses, backbone.hits, embeddings.misses, embeddings.hits) == (1, 3, 1, 1)
+    assert counts() == [(2, 2), (1, 1), (1, 1)]
 
     fresh = GroundedSam(load_grounding_dino(dino_checkpoint), load_sam(sam_checkpoint)).segment(zidane, "tie . shirt", second)
     assert len(cached) == len(fresh) > 0

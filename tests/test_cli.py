@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 from PIL import Image
-from test_nodes import PROMPT, top_score
+from scenes import PROMPT, top_score
 
 from grounded_sam import DetectionSettings, GroundedSam
 from grounded_sam.cli import main

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scenes import PROMPT
 
 from grounded_sam import DetectionSettings, GroundedSam
 from grounded_sam.comfy import adapter
@@ -24,27 +25,6 @@ SEED_IDS = {
     "InvertMask (segment anything)",
     "IsMaskEmpty",
 }
-PROMPT = "person . tie"
-
-
-def top_score(detector, frame) -> float:
-    found = detector.detect(frame, PROMPT, DetectionSettings(0.0, 0.0, nms_iou=None, max_detections=1))
-    return float(found.scores[0])
-
-
-@pytest.fixture(scope="module")
-def batch_with_empty_middle(detector, bus, zidane):
-    """Three same-size frames and a threshold under which only the middle one has no detection."""
-    candidates = [bus[:640, :640], zidane[:640, 300:940], torch.full((640, 640, 3), 128, dtype=torch.uint8), bus[400:1040, 100:740]]
-    scores = [top_score(detector, c) for c in candidates]
-    order = sorted(range(len(candidates)), key=lambda i: scores[i])
-    empty, others = order[0], order[-2:]
-    threshold = (scores[empty] + scores[order[1]]) / 2
-    assert scores[order[1]] - scores[empty] > 1e-3, "no clear gap to place the threshold in"
-    frames = torch.stack([candidates[others[0]], candidates[empty], candidates[others[1]]])
-    return frames.float() / 255.0, threshold
-
-
 def test_node_ids_and_sockets_are_the_seeds():
     assert set(NODE_CLASS_MAPPINGS) == SEED_IDS
     node = NODE_CLASS_MAPPINGS["GroundingDinoSAMSegment (segment anything)"]

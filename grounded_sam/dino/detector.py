@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.ops import nms
 from transformers import BertTokenizer, GroundingDinoForObjectDetection
 
-from ..caching import BackboneCache
+from ..caching import BackboneCache, LruCache, tensor_digest
 from ..errors import InputError
 from ..records import Detections
 from .text import caption_from_prompt, tokenize
@@ -19,6 +19,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SHORT_SIDE = 800
 MAX_SIDE = 1333
+# Raw outputs (~1 MB each) kept for repeated frames (static video, re-run workflows) with the same prompt.
+PREDICTION_CACHE_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class GroundingDinoDetector:
         self.tokenizer = tokenizer
         self.name = name
         self.backbone_cache = BackboneCache(model.model.backbone).cache
+        self.prediction_cache: LruCache[tuple[torch.Tensor, torch.Tensor]] = LruCache(PREDICTION_CACHE_SIZE)
 
     @property
     def device(self) -> torch.device:
@@ -107,7 +110,10 @@ class GroundingDinoDetector:
     def detect(self, frame: torch.Tensor, prompt: str, settings: DetectionSettings) -> Detections:
         caption = caption_from_prompt(prompt)
         text = tokenize(self.tokenizer, caption)
-        probs, boxes = self.raw_predictions(self.preprocess(frame), text)
+        pixels = self.preprocess(frame)
+        device = self.device
+        key = (tensor_digest(pixels), caption, device, self.dtype, torch.is_autocast_enabled(device.type))
+        probs, boxes = self.prediction_cache.get_or_compute(key, lambda: self.raw_predictions(pixels, text))
         return self.postprocess(probs, boxes, text["input_ids"][0].tolist(), (int(frame.shape[0]), int(frame.shape[1])), settings)
 
     def postprocess(
