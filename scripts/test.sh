@@ -4,8 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-"$PY" -m pip install -q -e ".[test]"
-"$PY" -m pip install -q -r tests/reference-runtime.txt
-"$PY" -m pip install -q --no-deps -r tests/reference-requirements.txt
+bash scripts/install-test-deps.sh
 "$PY" -m ruff check .
 "$PY" -m pytest "$@"

@@ -106,10 +106,12 @@ def restore_bert_helpers() -> None:
     BertModel.get_head_mask = get_head_mask
 
 
-def bert_folder(folder: Path, hidden: int = 128, layers: int = 2, seed: int = 0) -> Path:
-    """A small random BERT where the original code looks for ``bert-base-uncased``."""
+def bert_folder(folder: Path, hidden: int = 128, layers: int = 2, intermediate: int | None = None, seed: int = 0) -> Path:
+    """A random BERT (small by default) where the original code looks for ``bert-base-uncased``."""
     torch.manual_seed(seed)
-    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64), intermediate_size=2 * hidden)
+    config = BertConfig(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64), intermediate_size=intermediate or 2 * hidden
+    )
     BertModel(config).save_pretrained(folder)
     BertTokenizer(vocab=str(PACKAGED_VOCAB)).save_pretrained(folder)
     return folder

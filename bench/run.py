@@ -1,0 +1,323 @@
+"""Ours against the seed pack's pipeline, same random full-size weights, same work, one process.
+
+The reference is the original Grounding DINO (rf-groundingdino) plus Meta's ``SamPredictor``,
+called the way ``comfyui_segment_anything`` called them. Random weights give arbitrary boxes,
+so both sides segment the same fixed boxes and their masks are compared: a speed-up can never
+come from doing different work. Ratios are reference time / our time (> 1: we are faster).
+
+    bash bench/run.sh [--sam vit_b|vit_h] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the reference-model builders the parity tests use
+
+from reference_models import bert_folder, original_grounding_dino, perturb, save_original_release  # noqa: E402
+
+from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam  # noqa: E402
+from grounded_sam.images import to_uint8_frames  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+SIZE = (800, 1200)  # H, W of the benchmark image
+PROMPTS = ("person . bus", "a red car . the window")
+BOX_COUNTS = (1, 10, 50)
+E2E_BOXES = 10
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def bench_frames(count: int) -> torch.Tensor:
+    """``count`` distinct real photos, resized to 800x1200, as a ComfyUI IMAGE."""
+    names = ["picture4.jpg", "bus.jpg", "zidane.jpg", "picture1.jpg", "picture2.jpg"]
+    frames = []
+    for name in names[:count]:
+        path = SHARED / "images" / name
+        if path.is_file():
+            image = Image.open(path).convert("RGB").resize((SIZE[1], SIZE[0]), Image.BILINEAR)
+        else:  # no shared photos: a fixed random picture still times the same work
+            image = Image.fromarray(np.random.default_rng(len(frames)).integers(0, 255, (*SIZE, 3), dtype=np.uint8))
+        frames.append(torch.from_numpy(np.asarray(image).copy()))
+    return torch.stack(frames).float() / 255.0
+
+
+def fixed_boxes(count: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    h, w = SIZE
+    x0, y0 = rng.uniform(0, 0.6 * w, count), rng.uniform(0, 0.6 * h, count)
+    bw, bh = rng.uniform(0.1 * w, 0.4 * w, count), rng.uniform(0.1 * h, 0.4 * h, count)
+    return torch.tensor(np.stack([x0, y0, x0 + bw, y0 + bh], 1), dtype=torch.float32)
+
+
+# --- the reference pipeline, as the seed pack ran it -------------------------------------------
+
+
+class Reference:
+    def __init__(self, dino, sam) -> None:
+        import groundingdino.datasets.transforms as T
+        from segment_anything import SamPredictor
+
+        self.dino = dino
+        self.predictor = SamPredictor(sam)
+        self.transform = T.Compose(
+            [T.RandomResize([800], max_size=1333), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+        )
+
+    @staticmethod
+    def to_pil(item: torch.Tensor) -> Image.Image:
+        return Image.fromarray(np.clip(255.0 * item.cpu().numpy(), 0, 255).astype(np.uint8)).convert("RGBA")
+
+    def detect(self, pil: Image.Image, prompt: str, threshold: float = 0.3) -> torch.Tensor:
+        image, _ = self.transform(pil.convert("RGB"), None)
+        caption = prompt.lower().strip()
+        caption = caption if caption.endswith(".") else caption + "."
+        with torch.no_grad():
+            outputs = self.dino(image[None], captions=[caption])
+        logits = outputs["pred_logits"].sigmoid()[0]
+        boxes = outputs["pred_boxes"][0][logits.max(dim=1)[0] > threshold]
+        w, h = pil.size
+        boxes = boxes * torch.tensor([w, h, w, h])
+        boxes[:, :2] -= boxes[:, 2:] / 2
+        boxes[:, 2:] += boxes[:, :2]
+        return boxes
+
+    def set_image(self, pil: Image.Image) -> np.ndarray:
+        image = np.array(pil)[..., :3]
+        self.predictor.set_image(image)
+        return image
+
+    def decode(self, image: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+        prompt = self.predictor.transform.apply_boxes_torch(boxes, image.shape[:2])
+        masks, _, _ = self.predictor.predict_torch(None, None, boxes=prompt, multimask_output=False)
+        return masks[:, 0]
+
+    def frame(self, item: torch.Tensor, prompt: str, boxes: torch.Tensor) -> torch.Tensor:
+        pil = self.to_pil(item)
+        self.detect(pil, prompt)  # its boxes are arbitrary with random weights: the fixed ones are segmented
+        return self.decode(self.set_image(pil), boxes)
+
+
+class Ours:
+    def __init__(self, detector, segmenter, precision: str = "fp32") -> None:
+        self.pipeline = GroundedSam(detector, segmenter, precision)
+        self.detector, self.segmenter = detector, segmenter
+        self.settings = DetectionSettings(0.3, 0.25)
+
+    def clear(self) -> None:
+        for cache in (self.detector.prediction_cache, self.detector.backbone_cache, self.segmenter.embedding_cache):
+            cache.clear()
+
+    def frame(self, frame_u8: torch.Tensor, prompt: str, boxes: torch.Tensor) -> torch.Tensor:
+        with self.pipeline._autocast():
+            self.detector.detect(frame_u8, prompt, self.settings)
+            return self.segmenter.masks_for_boxes(self.segmenter.embed(frame_u8), boxes)
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def median_time(fn: Callable[[], object], repeats: int, before: Callable[[], None] | None = None) -> float:
+    times = []
+    for _ in range(repeats):
+        if before:
+            before()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def min_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    inter = (a & b).flatten(1).sum(1).double()
+    union = (a | b).flatten(1).sum(1).double().clamp(min=1)
+    return float((inter / union).min())
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    seconds = median_time(lambda: torch.mm(a, b), repeats)
+    return 2 * n**3 / seconds / 1e9
+
+
+def model_gflops(ours: Ours, frame_u8: torch.Tensor) -> dict[str, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from grounded_sam.dino.text import caption_from_prompt, tokenize
+
+    result = {}
+    detector, segmenter = ours.detector, ours.segmenter
+    text = tokenize(detector.tokenizer, caption_from_prompt(PROMPTS[0]))
+    pixels = detector.preprocess(frame_u8)
+    embedding = segmenter._embed(frame_u8)
+    for name, fn in (
+        ("grounding_dino", lambda: detector.model(pixel_values=pixels, **text)),
+        ("sam_encoder", lambda: segmenter._embed(frame_u8)),
+        ("sam_decoder_10_boxes", lambda: segmenter._decode(embedding, fixed_boxes(10) * 1024 / SIZE[1])),
+    ):
+        ours.clear()
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            fn()
+        result[name] = counter.get_total_flops() / 1e9
+    ours.clear()
+    return result
+
+
+# --- peak memory, one side per process ------------------------------------------------------
+
+
+def peak_rss_child(side: str, dino_path: str, sam_path: str, bert: str, sam_kind: str) -> None:
+    frames = bench_frames(1)
+    boxes = fixed_boxes(E2E_BOXES)
+    if side == "reference":
+        from segment_anything import sam_model_registry
+
+        dino = original_grounding_dino(Path(bert), enc=6, dec=6)
+        state = torch.load(dino_path, map_location="cpu", weights_only=True)["model"]
+        dino.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=False)
+        runner = Reference(dino.eval(), sam_model_registry[sam_kind](checkpoint=sam_path).eval())
+        runner.frame(frames[0], PROMPTS[0], boxes)
+    else:
+        runner = Ours(load_grounding_dino(dino_path), load_sam(sam_path))
+        runner.frame(to_uint8_frames(frames)[0], PROMPTS[0], boxes)
+    print(json.dumps({"peak_rss_mib": own_peak_rss_mib()}))
+
+
+def own_peak_rss_mib() -> float:
+    """VmHWM: this process's own high-water mark (ru_maxrss would carry the parent's over fork+exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss(side: str, paths: list[str]) -> float:
+    run = subprocess.run([sys.executable, __file__, "--peak-rss-child", side, *paths], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sam", choices=["vit_b", "vit_l", "vit_h"], default="vit_b")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument("--peak-rss-child", nargs=5, metavar=("SIDE", "DINO", "SAM", "BERT", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peak_rss_child:
+        peak_rss_child(*args.peak_rss_child)
+        return
+
+    torch.manual_seed(0)
+    work = Path(tempfile.mkdtemp(prefix="grounded-sam-bench-"))
+    print(f"building full-size models with random weights (Grounding DINO Swin-T + BERT-base, SAM {args.sam}) in {work}")
+    bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
+    ref_dino = original_grounding_dino(bert, enc=6, dec=6)
+    from segment_anything import sam_model_registry
+
+    ref_sam = sam_model_registry[args.sam]()
+    perturb(ref_sam, seed=3)
+    ref_sam.eval()
+    dino_path = save_original_release(ref_dino, work / "groundingdino_swint_ogc.pth")
+    sam_path = work / f"sam_{args.sam}.pth"
+    torch.save(ref_sam.state_dict(), sam_path)
+    reference = Reference(ref_dino, ref_sam)
+    ours = Ours(load_grounding_dino(dino_path), load_sam(sam_path))
+
+    frames = bench_frames(4)
+    frames_u8 = to_uint8_frames(frames)
+    item, frame_u8 = frames[0], frames_u8[0]
+    pil = Reference.to_pil(item)
+    boxes = fixed_boxes(E2E_BOXES)
+    rows: list[dict] = []
+
+    def row(name: str, ref_s: float, ours_s: float, **extra) -> None:
+        rows.append({"scenario": name, "reference_s": ref_s, "ours_s": ours_s, "ratio": ref_s / ours_s, **extra})
+        print(f"  {name:<34} ref {ref_s:8.3f}s  ours {ours_s:8.3f}s  ratio {ref_s / ours_s:5.2f}x" + "".join(f"  {k}={v}" for k, v in extra.items()))
+
+    r = args.repeats
+    ref_masks = reference.frame(item, PROMPTS[0], boxes)
+    ours_masks = ours.frame(frame_u8, PROMPTS[0], boxes)
+    row("end to end, 1 image, 10 boxes", median_time(lambda: reference.frame(item, PROMPTS[0], boxes), r),
+        median_time(lambda: ours.frame(frame_u8, PROMPTS[0], boxes), r, ours.clear), mask_iou_min=round(min_iou(ref_masks, ours_masks), 5))  # fmt: skip
+    row("detection only", median_time(lambda: reference.detect(pil, PROMPTS[0]), r),
+        median_time(lambda: ours.detector.detect(frame_u8, PROMPTS[0], ours.settings), r, ours.clear))  # fmt: skip
+    row("SAM encoder only", median_time(lambda: reference.set_image(pil), r), median_time(lambda: ours.segmenter._embed(frame_u8), r))
+    image_np = reference.set_image(pil)
+    embedding = ours.segmenter._embed(frame_u8)
+    for n in BOX_COUNTS:
+        b = fixed_boxes(n, seed=n)
+        iou = min_iou(reference.decode(image_np, b), ours.segmenter.masks_for_boxes(embedding, b))
+        row(f"mask decoding, {n} boxes", median_time(lambda b=b: reference.decode(image_np, b), r),
+            median_time(lambda b=b: ours.segmenter.masks_for_boxes(embedding, b), r), mask_iou_min=round(iou, 5))  # fmt: skip
+
+    def ours_second() -> float:
+        ours.clear()
+        ours.frame(frame_u8, PROMPTS[0], boxes)
+        start = time.perf_counter()
+        ours.frame(frame_u8, PROMPTS[1], boxes)
+        return time.perf_counter() - start
+
+    first = rows[0]["ours_s"]
+    second = statistics.median(ours_second() for _ in range(r))
+    row("second prompt, same image", median_time(lambda: reference.frame(item, PROMPTS[1], boxes), r), second,
+        ours_second_over_first=round(second / first, 3))  # fmt: skip
+
+    def ref_batch() -> None:
+        for i in range(4):
+            reference.frame(frames[i], PROMPTS[0], boxes)
+
+    def ours_batch() -> None:
+        for i in range(4):
+            ours.frame(frames_u8[i], PROMPTS[0], boxes)
+
+    ours_batch_s = median_time(ours_batch, r, ours.clear)
+    row("batch of 4 frames", median_time(ref_batch, r), ours_batch_s, ours_batch_over_single=round(ours_batch_s / first, 3))
+
+    fast = Ours(ours.detector, ours.segmenter, "bf16")
+    fast_masks = fast.frame(frame_u8, PROMPTS[0], boxes)
+    ours.clear()
+    bf16_s = median_time(lambda: fast.frame(frame_u8, PROMPTS[0], boxes), r, ours.clear)
+    bf16 = {"end_to_end_s": bf16_s, "speedup_vs_fp32": first / bf16_s, "mask_iou_min_vs_fp32": min_iou(fast_masks, ours_masks),
+            "weights": "random ViT/Swin weights (no real MobileSAM weights in ../shared)"}  # fmt: skip
+    print(f"  bf16 autocast: end to end {bf16_s:.3f}s ({first / bf16_s:.2f}x fp32), min mask IoU vs fp32 {bf16['mask_iou_min_vs_fp32']:.4f}")
+
+    print("measuring peak RSS, one process per side ...")
+    paths = [str(dino_path), str(sam_path), str(bert), args.sam]
+    memory = {"reference_peak_rss_mib": peak_rss("reference", paths), "ours_peak_rss_mib": peak_rss("ours", paths)}
+    print(f"  peak RSS: reference {memory['reference_peak_rss_mib']:.0f} MiB, ours {memory['ours_peak_rss_mib']:.0f} MiB")
+
+    flops = model_gflops(ours, frame_u8)
+    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "matmul_gflops_fp32": matmul_gflops(torch.float32), "matmul_gflops_bf16": matmul_gflops(torch.bfloat16)}  # fmt: skip
+    for name, g in flops.items():
+        print(f"  {name}: {g:.1f} GFLOP -> at least {g / machine['matmul_gflops_fp32']:.2f}s at this CPU's fp32 matmul rate")
+    print(f"  matmul: {machine['matmul_gflops_fp32']:.1f} GFLOP/s fp32, {machine['matmul_gflops_bf16']:.1f} GFLOP/s bf16")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"sam": args.sam, "repeats": r, "image_size": SIZE, "rows": rows, "bf16": bf16, "memory": memory, "gflops": flops, "machine": machine}
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
