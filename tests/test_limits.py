@@ -7,14 +7,21 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from scenes import PROMPT
 
 from grounded_sam.comfy.nodes import GroundingDinoSAMSegment
+from grounded_sam.errors import InputError
 
 
-def test_one_pixel_image(detector, segmenter):
-    image, mask, objects, detections = GroundingDinoSAMSegment().main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), PROMPT, 0.0, max_detections=1)
+def test_one_pixel_image_and_the_node_survives_bad_input(detector, segmenter):
+    node = GroundingDinoSAMSegment()
+    with pytest.raises(InputError):
+        node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), "  ", 0.3)
+    with pytest.raises(InputError):
+        node.main(detector, segmenter, torch.full((1, 3, 8, 8), 0.5), PROMPT, 0.3)
+    image, mask, objects, detections = node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), PROMPT, 0.0, max_detections=1)
     assert image.shape == (1, 1, 1, 3) and mask.shape == (1, 1, 1) and objects.shape == (1, 1, 1)
     assert len(json.loads(detections)) == 1
 

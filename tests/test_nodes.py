@@ -143,10 +143,13 @@ def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batc
     for name, module in fake.modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     assert adapter.in_comfyui()
-    adapter.register_model_folders()
     fp = fake.modules["folder_paths"]
+    fp.folder_names_and_paths["sams"] = (["/data/extra/sams"], {".pth"})  # as extra_model_paths.yaml leaves it
+    adapter.register_model_folders()
     assert fp.folder_names_and_paths["grounding-dino"][0] == [str(tmp_path / "grounding-dino")]
+    assert fp.folder_names_and_paths["sams"][0] == ["/data/extra/sams", str(tmp_path / "sams")]
     assert ".safetensors" in fp.folder_names_and_paths["sams"][1]
+    assert adapter.model_search_dirs("sams") == [Path("/data/extra/sams"), tmp_path / "sams"]
     images, threshold = batch_with_empty_middle
     GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)
     assert fake.progress == [(1, 3), (2, 3), (3, 3)]
