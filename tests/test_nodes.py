@@ -157,3 +157,23 @@ def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batc
     fake.interrupt = True
     with pytest.raises(RuntimeError, match="interrupted"):
         GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)
+
+
+def test_loader_nodes_list_load_and_reuse_models(tmp_path, monkeypatch, sam_checkpoint, dino_checkpoint):
+    import shutil
+
+    from grounded_sam import ModelNotFoundError, SamSegmenter
+
+    monkeypatch.setenv("GROUNDED_SAM_MODELS_DIR", str(tmp_path))
+    (tmp_path / "sams").mkdir()
+    shutil.copy(sam_checkpoint, tmp_path / "sams" / "mine.pth")
+    sam_loader = NODE_CLASS_MAPPINGS["SAMModelLoader (segment anything)"]
+    assert sam_loader.INPUT_TYPES()["required"]["model_name"][0][0] == "mine.pth"
+    (first,) = sam_loader().main("mine.pth")
+    (again,) = sam_loader().main("mine.pth")
+    assert isinstance(first, SamSegmenter) and again is first
+    dino_loader = NODE_CLASS_MAPPINGS["GroundingDinoModelLoader (segment anything)"]
+    with pytest.raises(ModelNotFoundError, match="offline"):  # conftest sets HF_HUB_OFFLINE=1
+        dino_loader().main("GroundingDINO_SwinT_OGC (694MB)")
+    (detector,) = dino_loader().main(str(dino_checkpoint))
+    assert detector.name == "Grounding DINO Swin-T"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
@@ -31,39 +30,45 @@ def _cached_dino(path: str, mtime: float) -> GroundingDinoDetector:
     return load_grounding_dino(path)
 
 
-def _resolve(name: str, folder: str) -> Path:
-    """A file on disk, or a known model fetched (verified) into the first model folder on first use."""
-    return resolve_model(
-        name, folder, adapter.model_search_dirs(folder), allow_download=True, on_progress=adapter.progress_reporter(1)
-    )
+class _ModelLoader:
+    """A loader node: pick a file (or a known model, fetched on first use) from one model folder.
 
+    Loaded models are kept per path and modification time, so re-running a workflow does not reload.
+    """
 
-class SAMModelLoader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model_name": (adapter.model_choices(SAM_FOLDER),)}}
-
+    FOLDER: str
     CATEGORY = CATEGORY
     FUNCTION = "main"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model_name": (adapter.model_choices(cls.FOLDER),)}}
+
+    @staticmethod
+    def load(path: str, mtime: float):
+        raise NotImplementedError
+
+    def main(self, model_name: str):
+        path = resolve_model(
+            model_name,
+            self.FOLDER,
+            adapter.model_search_dirs(self.FOLDER),
+            allow_download=True,
+            on_progress=adapter.progress_reporter(1),
+        )
+        return (self.load(str(path), path.stat().st_mtime),)
+
+
+class SAMModelLoader(_ModelLoader):
+    FOLDER = SAM_FOLDER
     RETURN_TYPES = ("SAM_MODEL",)
-
-    def main(self, model_name: str):
-        path = _resolve(model_name, SAM_FOLDER)
-        return (_cached_sam(str(path), path.stat().st_mtime),)
+    load = staticmethod(_cached_sam)
 
 
-class GroundingDinoModelLoader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model_name": (adapter.model_choices(DINO_FOLDER),)}}
-
-    CATEGORY = CATEGORY
-    FUNCTION = "main"
+class GroundingDinoModelLoader(_ModelLoader):
+    FOLDER = DINO_FOLDER
     RETURN_TYPES = ("GROUNDING_DINO_MODEL",)
-
-    def main(self, model_name: str):
-        path = _resolve(model_name, DINO_FOLDER)
-        return (_cached_dino(str(path), path.stat().st_mtime),)
+    load = staticmethod(_cached_dino)
 
 
 def as_segmenter(sam_model) -> SamSegmenter:

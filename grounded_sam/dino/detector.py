@@ -12,6 +12,7 @@ from transformers import BertTokenizer, GroundingDinoForObjectDetection
 
 from ..caching import BackboneCache, LruCache, tensor_digest
 from ..errors import InputError
+from ..placement import ModelPlacement
 from ..records import Detections
 from .text import caption_from_prompt, tokenize
 
@@ -61,7 +62,7 @@ def phrase_for(token_mask: torch.Tensor, input_ids: list[int], tokenizer: BertTo
     return words.replace(".", "").strip()
 
 
-class GroundingDinoDetector:
+class GroundingDinoDetector(ModelPlacement):
     """A loaded Grounding DINO with its tokenizer; ``detect`` is one frame, one prompt."""
 
     def __init__(self, model: GroundingDinoForObjectDetection, tokenizer: BertTokenizer, name: str) -> None:
@@ -70,18 +71,6 @@ class GroundingDinoDetector:
         self.name = name
         self.backbone_cache = BackboneCache(model.model.backbone).cache
         self.prediction_cache: LruCache[tuple[torch.Tensor, torch.Tensor]] = LruCache(PREDICTION_CACHE_SIZE)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> GroundingDinoDetector:
-        self.model.to(device=device, dtype=dtype)
-        return self
 
     def preprocess(self, frame: torch.Tensor) -> torch.Tensor:
         """uint8 ``[H, W, 3]`` to normalised ``[1, 3, h, w]`` (PIL bilinear, as the original)."""

@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import SamHQModel, SamModel
 
 from ..caching import LruCache, tensor_digest
+from ..placement import ModelPlacement
 from .hq_decoder import hq_low_res_masks
 from .tiny_vit import TinyViTEncoder
 
@@ -39,7 +40,7 @@ def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-class SamSegmenter:
+class SamSegmenter(ModelPlacement):
     """One SAM variant (ViT SAM, HQ-SAM or MobileSAM) ready to segment boxes."""
 
     def __init__(self, model: SamModel | SamHQModel, name: str) -> None:
@@ -49,18 +50,6 @@ class SamSegmenter:
         self.image_size = int(model.config.prompt_encoder_config.image_size)
         self.hq_token_only = False  # HQ-SAM's own predictor default: SAM and HQ logits summed
         self.embedding_cache: LruCache[ImageEmbedding] = LruCache(EMBEDDING_CACHE_SIZE)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SamSegmenter:
-        self.model.to(device=device, dtype=dtype)
-        return self
 
     def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 ``[H, W, 3]`` to the normalised, padded ``[1, 3, S, S]`` the encoder takes."""
