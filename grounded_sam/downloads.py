@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ModelFileError, ModelNotFoundError
-from .model_registry import KnownModel
+from .model_registry import KnownModel, KnownRepo
 
 CHUNK = 1 << 20
 TIMEOUT_SECONDS = 30.0  # per network operation: a dead connection fails instead of hanging
@@ -88,3 +88,30 @@ def check_known_size(path: Path, model: KnownModel | None) -> None:
             f"{path} has {size} bytes but {model.filename} has {model.size}: it is incomplete or a different file; "
             f"delete it and download it again from {model.url}"
         )
+
+
+# Only what loading needs: config, safetensors weights, tokenizer files (never pickles).
+REPO_FILES = ["*.json", "*.safetensors", "*.txt"]
+
+
+def download_repo(repo: KnownRepo, folder: Path) -> Path:
+    """``folder/repo.dirname`` holding the transformers model, fetched through huggingface_hub if missing.
+
+    huggingface_hub checks each file against the hub's hashes and writes it under a temporary
+    name first, so an interrupted fetch never leaves a half file under the real name.
+    """
+    target = folder / repo.dirname
+    if (target / "config.json").is_file():
+        return target
+    hint = f"put the files of https://huggingface.co/{repo.repo_id} (config.json, *.safetensors, tokenizer files) in {target}"
+    if offline():
+        raise ModelNotFoundError(f"{repo.display_name} is missing and downloads are off (offline mode): {hint}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo.repo_id, local_dir=target, allow_patterns=REPO_FILES)
+    except Exception as err:  # the hub client raises many types (HTTP, offline, repo not found)
+        raise ModelNotFoundError(f"could not download {repo.repo_id} ({type(err).__name__}: {err}); {hint}") from err
+    if not (target / "config.json").is_file():
+        raise ModelNotFoundError(f"{repo.repo_id} downloaded without a config.json; {hint}")
+    return target

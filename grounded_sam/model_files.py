@@ -7,11 +7,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .downloads import check_known_size, download
+from .downloads import check_known_size, download, download_repo
 from .errors import ModelNotFoundError
-from .model_registry import DINO_FOLDER, KNOWN_MODELS, SAM_FOLDER, KnownModel, known_model
+from .model_registry import DINO_FOLDER, KNOWN_MODELS, KNOWN_REPOS, SAM_FOLDER, KnownModel, known_model, known_repo
 
-__all__ = ["DINO_FOLDER", "KNOWN_MODELS", "SAM_FOLDER", "KnownModel", "known_model"]
+__all__ = ["DINO_FOLDER", "KNOWN_MODELS", "KNOWN_REPOS", "SAM_FOLDER", "KnownModel", "known_model"]
 
 MODELS_DIR_ENV = "GROUNDED_SAM_MODELS_DIR"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
@@ -44,8 +44,17 @@ def resolve_model(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """A path for ``name``: an existing path, a file in ``search_dirs``, or a known model (downloaded if allowed)."""
-    known = known_model(str(name))
     direct = Path(name).expanduser()
+    repo = None if direct.exists() else known_repo(str(name))
+    if repo is not None:
+        for directory in search_dirs:
+            if (directory / repo.dirname / "config.json").is_file():
+                return directory / repo.dirname
+        where = search_dirs[0] if search_dirs else Path("models") / folder
+        if allow_download:
+            return download_repo(repo, where)
+        raise ModelNotFoundError(f"model {repo.display_name!r} not found: put https://huggingface.co/{repo.repo_id} in {where / repo.dirname}")
+    known = known_model(str(name))
     if direct.exists():
         check_known_size(direct, known)
         return direct

@@ -52,3 +52,29 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
 
 def known_model(name: str) -> KnownModel | None:
     return next((m for m in KNOWN_MODELS if name in (m.display_name, m.filename)), None)
+
+
+@dataclass(frozen=True)
+class KnownRepo:
+    """A transformers-format model on the Hugging Face hub, fetched into ``folder/dirname``."""
+
+    display_name: str
+    folder: str
+    repo_id: str
+    dirname: str
+
+
+KNOWN_REPOS: tuple[KnownRepo, ...] = (
+    KnownRepo("grounding-dino-tiny (transformers)", DINO_FOLDER, "IDEA-Research/grounding-dino-tiny", "grounding-dino-tiny"),
+    KnownRepo("grounding-dino-base (transformers)", DINO_FOLDER, "IDEA-Research/grounding-dino-base", "grounding-dino-base"),
+    KnownRepo("sam-vit-base (transformers)", SAM_FOLDER, "facebook/sam-vit-base", "sam-vit-base"),
+    KnownRepo("sam-vit-large (transformers)", SAM_FOLDER, "facebook/sam-vit-large", "sam-vit-large"),
+    KnownRepo("sam-vit-huge (transformers)", SAM_FOLDER, "facebook/sam-vit-huge", "sam-vit-huge"),
+    KnownRepo("sam-hq-vit-base (transformers)", SAM_FOLDER, "syscv-community/sam-hq-vit-base", "sam-hq-vit-base"),
+    KnownRepo("sam-hq-vit-large (transformers)", SAM_FOLDER, "syscv-community/sam-hq-vit-large", "sam-hq-vit-large"),
+    KnownRepo("sam-hq-vit-huge (transformers)", SAM_FOLDER, "syscv-community/sam-hq-vit-huge", "sam-hq-vit-huge"),
+)
+
+
+def known_repo(name: str) -> KnownRepo | None:
+    return next((r for r in KNOWN_REPOS if name in (r.display_name, r.dirname, r.repo_id)), None)

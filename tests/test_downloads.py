@@ -130,3 +130,20 @@ def test_registry_entries_are_complete():
         assert model.url.startswith("https://") and model.url.endswith(model.filename)
         assert model.sha256 or model.md5, f"{model.filename} has no digest to verify"
         assert model.sha256 is None or len(model.sha256) == 64
+
+
+def test_transformers_repos_resolve_from_disk_or_explain_offline(tmp_path, monkeypatch):
+    from grounded_sam.comfy import adapter
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GROUNDED_SAM_MODELS_DIR", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="offline mode.*huggingface.co/IDEA-Research/grounding-dino-tiny"):
+        resolve_model("grounding-dino-tiny (transformers)", "grounding-dino", [tmp_path / "grounding-dino"], allow_download=True)
+    assert "grounding-dino-tiny (transformers)" in adapter.model_choices("grounding-dino")
+    folder = tmp_path / "grounding-dino" / "grounding-dino-tiny"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    found = resolve_model("grounding-dino-tiny (transformers)", "grounding-dino", [tmp_path / "grounding-dino"], allow_download=True)
+    assert found == folder
+    choices = adapter.model_choices("grounding-dino")
+    assert choices[0] == "grounding-dino-tiny" and "grounding-dino-tiny (transformers)" not in choices

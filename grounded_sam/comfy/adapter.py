@@ -14,7 +14,15 @@ from types import ModuleType
 
 import torch
 
-from ..model_files import DINO_FOLDER, KNOWN_MODELS, SAM_FOLDER, WEIGHT_SUFFIXES, default_models_dir, models_on_disk
+from ..model_files import (
+    DINO_FOLDER,
+    KNOWN_MODELS,
+    KNOWN_REPOS,
+    SAM_FOLDER,
+    WEIGHT_SUFFIXES,
+    default_models_dir,
+    models_on_disk,
+)
 
 
 def _comfy(name: str) -> ModuleType | None:
@@ -53,6 +61,7 @@ def model_choices(folder: str) -> list[str]:
     """Files really on disk first, then the known models by their seed-pack names (fetched on first use)."""
     on_disk = models_on_disk(model_search_dirs(folder))
     known = [m.display_name for m in KNOWN_MODELS if m.folder == folder]
+    known += [r.display_name for r in KNOWN_REPOS if r.folder == folder and r.dirname not in on_disk]
     return on_disk + [name for name in known if name not in on_disk]
 
 
