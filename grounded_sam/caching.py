@@ -27,6 +27,11 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def result_key(inputs: tuple[torch.Tensor, ...], device: torch.device, dtype: torch.dtype, *extra: Hashable) -> tuple:
+    """What decides a model's output besides its weights: the exact inputs, where and in what precision it runs."""
+    return (*(tensor_digest(t) for t in inputs), device, dtype, torch.is_autocast_enabled(device.type), *extra)
+
+
 class LruCache(Generic[Value]):
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -70,5 +75,5 @@ class BackboneCache:
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
         param = next(self._module.parameters())
-        key = (tensor_digest(pixel_values), tensor_digest(pixel_mask), param.device, param.dtype, torch.is_autocast_enabled(param.device.type))
+        key = result_key((pixel_values, pixel_mask), param.device, param.dtype)
         return self.cache.get_or_compute(key, lambda: self._compute(pixel_values, pixel_mask))

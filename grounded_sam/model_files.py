@@ -45,12 +45,12 @@ def resolve_model(
 ) -> Path:
     """A path for ``name``: an existing path, a file in ``search_dirs``, or a known model (downloaded if allowed)."""
     direct = Path(name).expanduser()
+    where = search_dirs[0] if search_dirs else Path("models") / folder  # where a missing model goes
     repo = None if direct.exists() else known_repo(str(name))
     if repo is not None:
         for directory in search_dirs:
             if (directory / repo.dirname / "config.json").is_file():
                 return directory / repo.dirname
-        where = search_dirs[0] if search_dirs else Path("models") / folder
         if allow_download:
             return download_repo(repo, where)
         raise ModelNotFoundError(f"model {repo.display_name!r} not found: put https://huggingface.co/{repo.repo_id} in {where / repo.dirname}")
@@ -64,7 +64,6 @@ def resolve_model(
         if candidate.exists():
             check_known_size(candidate, known)
             return candidate
-    where = search_dirs[0] if search_dirs else Path("models") / folder
     if known is None:
         raise ModelNotFoundError(f"model {str(name)!r} not found: put {filename} in {where}")
     if allow_download:

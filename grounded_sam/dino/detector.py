@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.ops import nms
 from transformers import BertTokenizer, GroundingDinoForObjectDetection
 
-from ..caching import BackboneCache, LruCache, tensor_digest
+from ..caching import BackboneCache, LruCache, result_key
 from ..errors import InputError
 from ..placement import ModelPlacement
 from ..records import Detections
@@ -100,8 +100,7 @@ class GroundingDinoDetector(ModelPlacement):
         caption = caption_from_prompt(prompt)
         text = tokenize(self.tokenizer, caption)
         pixels = self.preprocess(frame)
-        device = self.device
-        key = (tensor_digest(pixels), caption, device, self.dtype, torch.is_autocast_enabled(device.type))
+        key = result_key((pixels,), self.device, self.dtype, caption)
         probs, boxes = self.prediction_cache.get_or_compute(key, lambda: self.raw_predictions(pixels, text))
         return self.postprocess(probs, boxes, text["input_ids"][0].tolist(), (int(frame.shape[0]), int(frame.shape[1])), settings)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import SamHQModel, SamModel
 
-from ..caching import LruCache, tensor_digest
+from ..caching import LruCache, result_key
 from ..placement import ModelPlacement
 from .hq_decoder import hq_low_res_masks
 from .tiny_vit import TinyViTEncoder
@@ -65,8 +65,7 @@ class SamSegmenter(ModelPlacement):
 
     def embed(self, frame: torch.Tensor) -> ImageEmbedding:
         """The frame's image embedding, reused when the same frame comes again (a second prompt)."""
-        device, dtype = self.device, self.dtype
-        key = (tensor_digest(frame), device, dtype, torch.is_autocast_enabled(device.type))
+        key = result_key((frame,), self.device, self.dtype)
         return self.embedding_cache.get_or_compute(key, lambda: self._embed(frame))
 
     @torch.inference_mode()
