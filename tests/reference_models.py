@@ -6,11 +6,13 @@ gammas) are exercised too: a wrong mapping of any tensor changes the outputs.
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
+from transformers.models.bert.modeling_bert import BertEmbeddings
 
 from grounded_sam.dino.text import PACKAGED_VOCAB
 
@@ -89,7 +91,7 @@ def meta_predictor(model, kind: str = "vit", hq: bool = False):
 
 
 def restore_bert_helpers() -> None:
-    """The original BertModelWarper calls three BertModel helpers that transformers 5 removed."""
+    """The original BertModelWarper calls BertModel helpers and arguments that transformers 5 removed."""
 
     def get_extended_attention_mask(self, attention_mask, input_shape, device=None, dtype=torch.float32):
         ext = attention_mask[:, None, :, :] if attention_mask.dim() == 3 else attention_mask[:, None, None, :]
@@ -104,6 +106,21 @@ def restore_bert_helpers() -> None:
     BertModel.get_extended_attention_mask = get_extended_attention_mask
     BertModel.invert_attention_mask = invert_attention_mask
     BertModel.get_head_mask = get_head_mask
+    accept_past_key_values_length(BertEmbeddings)
+
+
+def accept_past_key_values_length(embeddings: type) -> None:
+    """transformers 5.24 renamed BertEmbeddings' ``past_key_values_length`` to ``cache_length``."""
+    forward = embeddings.forward
+    if "cache_length" not in inspect.signature(forward).parameters or getattr(forward, "renames_past_length", False):
+        return
+
+    def renamed(self, *args, past_key_values_length: int = 0, **kwargs):
+        kwargs.setdefault("cache_length", past_key_values_length)
+        return forward(self, *args, **kwargs)
+
+    renamed.renames_past_length = True
+    embeddings.forward = renamed
 
 
 def bert_folder(folder: Path, hidden: int = 128, layers: int = 2, intermediate: int | None = None, seed: int = 0) -> Path:
