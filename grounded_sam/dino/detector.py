@@ -14,6 +14,7 @@ from ..caching import BackboneCache, LruCache, result_key
 from ..errors import InputError
 from ..placement import ModelPlacement
 from ..records import Detections
+from .deformable import use_gathered_deformable_attention
 from .text import caption_from_prompt, tokenize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,6 +71,7 @@ class GroundingDinoDetector(ModelPlacement):
         self.tokenizer = tokenizer
         self.name = name
         self.backbone_cache = BackboneCache(model.model.backbone).cache
+        use_gathered_deformable_attention(model)
         self.prediction_cache: LruCache[tuple[torch.Tensor, torch.Tensor]] = LruCache(PREDICTION_CACHE_SIZE)
 
     def preprocess(self, frame: torch.Tensor) -> torch.Tensor:

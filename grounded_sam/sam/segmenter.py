@@ -14,6 +14,7 @@ from ..caching import LruCache, result_key
 from ..placement import ModelPlacement
 from .hq_decoder import hq_low_res_masks
 from .tiny_vit import TinyViTEncoder
+from .vit_attention import use_banded_attention
 
 # Meta's SAM normalises 0..255 pixels with these.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -50,6 +51,7 @@ class SamSegmenter(ModelPlacement):
         self.image_size = int(model.config.prompt_encoder_config.image_size)
         self.hq_token_only = False  # HQ-SAM's own predictor default: SAM and HQ logits summed
         self.embedding_cache: LruCache[ImageEmbedding] = LruCache(EMBEDDING_CACHE_SIZE)
+        use_banded_attention(model.vision_encoder)
 
     def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 ``[H, W, 3]`` to the normalised, padded ``[1, 3, S, S]`` the encoder takes."""

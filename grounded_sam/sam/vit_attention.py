@@ -1,0 +1,59 @@
+"""SAM ViT attention with its relative-position bias built a few query rows at a time.
+
+transformers' SAM (and HQ-SAM) attention builds the decomposed rel-pos bias for all queries
+at once: ``heads x 4096 x 4096`` floats (800 MB for ViT-B) in each global block, written and
+read back once. Splitting the queries into row bands keeps each band's bias in cache and
+gives the same numbers (each query row's softmax never sees another row). The parameters
+and the math are transformers'; only the order of the work changes.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+
+# Bias floats built per band: ~16 MB in float32, which stays in a desktop CPU's last-level cache.
+BIAS_BAND_ELEMENTS = 4 << 20
+
+
+def banded_attention_forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
+    """Drop-in ``forward`` for ``SamVisionAttention``/``SamHQVisionAttention`` with rel-pos (and their SDPA subclasses)."""
+    batch, height, width, _ = hidden_states.shape
+    heads = self.num_attention_heads
+    tokens = height * width
+    qkv = self.qkv(hidden_states).reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    query, key, value = qkv.unbind(0)  # [batch, heads, tokens, head_dim]
+    out = _banded_rel_pos_attention(self, query, key, value, height, width)
+    out = out.permute(0, 2, 1, 3).reshape(batch, height, width, -1)
+    return self.proj(out), None
+
+
+def _banded_rel_pos_attention(self, query, key, value, height: int, width: int) -> torch.Tensor:
+    batch, heads, tokens, dim = query.shape
+    table_h = self.get_rel_pos(height, height, self.rel_pos_h).to(query.dtype)  # [H, H, dim]
+    table_w = self.get_rel_pos(width, width, self.rel_pos_w).to(query.dtype)  # [W, W, dim]
+    grid_query = query.reshape(batch, heads, height, width, dim)
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_query, table_h)  # bias term per key row
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_query, table_w)  # bias term per key column
+    rows = max(1, min(height, BIAS_BAND_ELEMENTS // max(1, batch * heads * width * tokens)))
+    out = torch.empty_like(query)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        band = slice(top * width, bottom * width)
+        bias = rel_h[:, :, top:bottom, :, :, None] + rel_w[:, :, top:bottom, :, None, :]
+        bias = bias.reshape(batch, heads, (bottom - top) * width, tokens)
+        out[:, :, band] = F.scaled_dot_product_attention(query[:, :, band], key, value, attn_mask=bias)
+    return out
+
+
+def use_banded_attention(vision_encoder: torch.nn.Module) -> int:
+    """Switch every ViT attention block of a SAM/HQ-SAM encoder to the banded forward; returns how many."""
+    count = 0
+    for layer in getattr(vision_encoder, "layers", ()):
+        attention = getattr(layer, "attn", None)
+        if getattr(attention, "use_rel_pos", False) and hasattr(attention, "get_rel_pos"):
+            attention.forward = types.MethodType(banded_attention_forward, attention)
+            count += 1
+    return count

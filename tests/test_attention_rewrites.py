@@ -1,0 +1,90 @@
+"""Our faster attention cores against transformers' own implementations of the same math."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from transformers import SamVisionConfig
+from transformers.models.grounding_dino.modeling_grounding_dino import MultiScaleDeformableAttention
+from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSdpaAttention
+
+from grounded_sam.dino import deformable
+from grounded_sam.sam import vit_attention
+
+# Uneven levels, one of them 1x1, so border handling and level offsets are both exercised.
+LEVELS = [(9, 13), (5, 7), (3, 4), (1, 1)]
+
+
+def deformable_inputs(dtype: torch.dtype, batch: int = 2, heads: int = 4, dim: int = 8, queries: int = 37, points: int = 3):
+    generator = torch.Generator().manual_seed(0)
+    tokens = sum(h * w for h, w in LEVELS)
+    value = torch.randn(batch, tokens, heads, dim, generator=generator, dtype=dtype)
+    # Some locations fall outside the map on each side: those corners must count as zeros.
+    locations = torch.rand(batch, queries, heads, len(LEVELS), points, 2, generator=generator, dtype=dtype) * 1.4 - 0.2
+    weights = torch.rand(batch, queries, heads, len(LEVELS), points, generator=generator, dtype=dtype)
+    return value, locations, weights
+
+
+def stock_deformable(value, locations, weights):
+    shapes = torch.tensor(LEVELS)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    return MultiScaleDeformableAttention()(value, shapes, LEVELS, starts, locations, weights, 64)
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_gathered_deformable_attention_matches_grid_sample_version(dtype, tolerance):
+    value, locations, weights = deformable_inputs(dtype)
+    expected = stock_deformable(value, locations, weights)
+    ours = deformable.gather_deformable(value, LEVELS, locations, weights)
+    assert ours.shape == expected.shape
+    assert ours.dtype == expected.dtype
+    torch.testing.assert_close(ours, expected, atol=tolerance, rtol=tolerance)
+
+
+def test_gathered_deformable_attention_replaces_each_core_once():
+    model = torch.nn.Sequential(MultiScaleDeformableAttention(), torch.nn.Sequential(MultiScaleDeformableAttention()))
+    assert deformable.use_gathered_deformable_attention(model) == 2
+    assert deformable.use_gathered_deformable_attention(model) == 0  # already switched: not wrapped twice
+    value, locations, weights = deformable_inputs(torch.float64)
+    shapes = torch.tensor(LEVELS)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    ours = model[0](value, shapes, LEVELS, starts, locations, weights, 64)
+    torch.testing.assert_close(ours, stock_deformable(value, locations, weights), atol=1e-12, rtol=1e-12)
+
+
+def sam_attention(cls, window: int) -> torch.nn.Module:
+    config = SamVisionConfig(hidden_size=32, num_attention_heads=2, image_size=112, patch_size=16, use_rel_pos=True)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    module = cls(config, window).double().eval()
+    with torch.no_grad():  # rel_pos starts at zero: give it values so a wrong bias shows
+        module.rel_pos_h.normal_(0, 0.5)
+        module.rel_pos_w.normal_(0, 0.5)
+    return module
+
+
+@pytest.mark.parametrize("window", [0, 3])  # global 7x7 tokens, and 3x3 windows
+@pytest.mark.parametrize("band_elements", [1, 3 * 2744, 1 << 30])  # one row per band, 3+3+1 rows (global), one band
+def test_banded_sam_attention_matches_transformers(monkeypatch, window, band_elements):
+    monkeypatch.setattr(vit_attention, "BIAS_BAND_ELEMENTS", band_elements)
+    eager = sam_attention(SamVisionAttention, window)
+    sdpa = sam_attention(SamVisionSdpaAttention, window)
+    side = window or 7
+    hidden = torch.randn(4, side, side, 32, dtype=torch.float64)
+    with torch.inference_mode():
+        expected_eager, expected_sdpa = eager(hidden)[0], sdpa(hidden)[0]
+        sdpa.forward = types.MethodType(vit_attention.banded_attention_forward, sdpa)
+        ours = sdpa(hidden)[0]
+    torch.testing.assert_close(ours, expected_sdpa, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(ours, expected_eager, atol=1e-6, rtol=0)  # eager takes its softmax in float32
+
+
+def test_banded_attention_is_used_by_every_rel_pos_block():
+    from transformers import SamConfig, SamModel
+
+    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=64, global_attn_indexes=[1])
+    model = SamModel(SamConfig(vision_config=vision.to_dict()))
+    assert vit_attention.use_banded_attention(model.vision_encoder) == 3
+    assert all(layer.attn.forward.__func__ is vit_attention.banded_attention_forward for layer in model.vision_encoder.layers)
