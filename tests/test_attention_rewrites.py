@@ -88,3 +88,12 @@ def test_banded_attention_is_used_by_every_rel_pos_block():
     model = SamModel(SamConfig(vision_config=vision.to_dict()))
     assert vit_attention.use_banded_attention(model.vision_encoder) == 3
     assert all(layer.attn.forward.__func__ is vit_attention.banded_attention_forward for layer in model.vision_encoder.layers)
+
+
+def test_gathered_deformable_attention_sums_half_precision_in_float32():
+    value, locations, weights = deformable_inputs(torch.float64)
+    expected = stock_deformable(value, locations, weights)
+    ours = deformable.gather_deformable(value.bfloat16(), LEVELS, locations.float(), weights.float())
+    assert ours.dtype == torch.bfloat16
+    # bf16 values carry ~3 significant digits; float32 accumulation keeps the sum at that level
+    torch.testing.assert_close(ours.double(), expected, atol=0.05, rtol=0.02)

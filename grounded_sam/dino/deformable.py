@@ -60,8 +60,10 @@ def gather_deformable(
     index = torch.stack([row0 + cx0, row0 + cx1, row1 + cx0, row1 + cx1], 3)
     weight = torch.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], 3)
     bags = batch * queries * heads
+    if table.dtype in (torch.float16, torch.bfloat16):  # under autocast: sum in float32, as grid_sample's weights are
+        table = table.float()
     out = F.embedding_bag(index.view(bags, -1), table, per_sample_weights=weight.view(bags, -1).to(table.dtype), mode="sum")
-    return out.view(batch, queries, heads * dim)
+    return out.view(batch, queries, heads * dim).to(value.dtype)
 
 
 def _forward(
