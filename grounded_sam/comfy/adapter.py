@@ -65,11 +65,6 @@ def model_choices(folder: str) -> list[str]:
     return on_disk + [name for name in known if name not in on_disk]
 
 
-def torch_device() -> torch.device:
-    mm = _comfy("comfy.model_management")
-    return mm.get_torch_device() if mm is not None else torch.device("cpu")
-
-
 def load_for_inference(*modules: torch.nn.Module) -> None:
     """Hand models to ComfyUI's model management, which moves them to the GPU and offloads them later."""
     mm = _comfy("comfy.model_management")
