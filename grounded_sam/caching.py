@@ -29,7 +29,12 @@ def tensor_digest(tensor: torch.Tensor) -> str:
 
 def result_key(inputs: tuple[torch.Tensor, ...], device: torch.device, dtype: torch.dtype, *extra: Hashable) -> tuple:
     """What decides a model's output besides its weights: the exact inputs, where and in what precision it runs."""
-    return (*(tensor_digest(t) for t in inputs), device, dtype, torch.is_autocast_enabled(device.type), *extra)
+    return (*(tensor_digest(t) for t in inputs), device, dtype, autocast_dtype(device), *extra)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device`` right now, or None when it is off."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
 
 class LruCache(Generic[Value]):

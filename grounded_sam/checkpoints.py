@@ -55,8 +55,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_torch_pickle(path: Path) -> object:
+    # mmap reads only the zip format (torch >= 1.6); older files (legacy ``torch.save`` format) are read whole.
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             raise ModelFileError(

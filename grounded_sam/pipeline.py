@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -15,14 +14,9 @@ from .errors import InputError
 from .images import to_uint8_frames
 from .records import Detections
 from .sam.segmenter import SamSegmenter
+from .steps import FrameSteps, RunHooks
 
-
-@dataclass(frozen=True)
-class RunHooks:
-    """How a host (ComfyUI, a CLI) watches and stops a run without us importing it."""
-
-    on_progress: Callable[[int, int], None] | None = None  # (frames done, frames total)
-    check_cancel: Callable[[], None] | None = None  # raises to stop between steps
+__all__ = ["PRECISIONS", "GroundedSam", "RunHooks"]
 
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -64,22 +58,24 @@ class GroundedSam:
         size = (int(frames.shape[1]), int(frames.shape[2]))
         parts = []
         for index in range(total):
-            if hooks.check_cancel:
-                hooks.check_cancel()
-            found = self.detect_and_segment(frames[index], prompt, settings, hooks)
+            steps = FrameSteps(hooks, index, total)
+            steps.check()
+            found = self.detect_and_segment(frames[index], prompt, settings, steps)
             parts.append(replace(found, frame_index=torch.full((len(found),), index, dtype=torch.int64)))
-            if hooks.on_progress:
-                hooks.on_progress(index + 1, total)
+            steps.finish()
         return Detections.concat(parts, total, size)
 
     def detect_and_segment(
-        self, frame: torch.Tensor, prompt: str, settings: DetectionSettings, hooks: RunHooks | None = None
+        self, frame: torch.Tensor, prompt: str, settings: DetectionSettings, steps: FrameSteps | None = None
     ) -> Detections:
+        """One uint8 ``[H, W, 3]`` frame; ``steps`` (from ``segment``) reports progress and stops mid-frame."""
+        steps = steps or FrameSteps(RunHooks(), 0, 1)
         with self._autocast():
-            found = self.detector.detect(frame, prompt, settings)
+            with steps.detection(self.detector.model):
+                found = self.detector.detect(frame, prompt, settings)
             if len(found) == 0:
                 return found.with_masks(torch.zeros((0, *found.image_size), dtype=torch.bool))
-            if hooks and hooks.check_cancel:
-                hooks.check_cancel()
-            embedding = self.segmenter.embed(frame)
-            return found.with_masks(self.segmenter.masks_for_boxes(embedding, found.boxes))
+            steps.plan_segmentation(len(found))
+            with steps.encoder(self.segmenter.model.vision_encoder):
+                embedding = self.segmenter.embed(frame)
+            return found.with_masks(self.segmenter.masks_for_boxes(embedding, found.boxes, on_chunk=steps.chunk_decoded))

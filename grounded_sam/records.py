@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -105,3 +106,27 @@ class Detections:
                 }
             )
         return rows
+
+
+@dataclass(frozen=True)
+class PackedMasks:
+    """bool ``[N, H, W]`` masks at one bit a pixel (1/32 of ComfyUI's float32 MASK), unpacked on demand.
+
+    What a host keeps when it holds results it may never read: hundreds of full-size object
+    masks cost megabytes instead of gigabytes.
+    """
+
+    bits: np.ndarray  # uint8 [N, H, ceil(W / 8)]
+    width: int
+
+    @classmethod
+    def pack(cls, masks: torch.Tensor) -> PackedMasks:
+        return cls(np.packbits(masks.numpy().astype(bool, copy=False), axis=-1), int(masks.shape[-1]))
+
+    def __len__(self) -> int:
+        return int(self.bits.shape[0])
+
+    def unpack(self, indices: list[int] | None = None) -> torch.Tensor:
+        """bool ``[n, H, W]``: all masks, or those at ``indices`` in that order."""
+        bits = self.bits if indices is None else self.bits[indices]
+        return torch.from_numpy(np.unpackbits(bits, axis=-1, count=self.width).view(np.bool_))

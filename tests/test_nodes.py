@@ -26,7 +26,7 @@ SEED_IDS = {
     "IsMaskEmpty",
 }
 def test_node_ids_and_sockets_are_the_seeds():
-    assert set(NODE_CLASS_MAPPINGS) == SEED_IDS
+    assert SEED_IDS <= set(NODE_CLASS_MAPPINGS)
     node = NODE_CLASS_MAPPINGS["GroundingDinoSAMSegment (segment anything)"]
     required = node.INPUT_TYPES()["required"]
     assert list(required) == ["sam_model", "grounding_dino_model", "image", "prompt", "threshold"]
@@ -41,22 +41,27 @@ def test_repo_root_loads_like_a_custom_node_folder():
     sys.modules["grounded_sam_pack"] = module
     try:
         spec.loader.exec_module(module)
-        assert set(module.NODE_CLASS_MAPPINGS) == SEED_IDS
+        assert SEED_IDS <= set(module.NODE_CLASS_MAPPINGS)
     finally:
         sys.modules.pop("grounded_sam_pack", None)
 
 
 def test_batch_with_empty_middle_frame_keeps_every_frame_in_order(detector, segmenter, batch_with_empty_middle):
     images, threshold = batch_with_empty_middle
-    image_out, mask_out, objects, detections = GroundingDinoSAMSegment().main(
+    image_out, mask_out, found, detections = GroundingDinoSAMSegment().main(
         detector, segmenter, images, PROMPT, threshold, text_threshold=threshold - 0.02
     )
+    (objects,) = NODE_CLASS_MAPPINGS["ObjectMasks (segment anything)"]().main(found)
     assert image_out.shape == (3, 640, 640, 3) and image_out.dtype == torch.float32
     assert mask_out.shape == (3, 640, 640) and mask_out.dtype == torch.float32
     assert mask_out[1].sum() == 0 and mask_out[0].sum() > 0 and mask_out[2].sum() > 0
     assert torch.equal(image_out, (images * 255).to(torch.uint8).float() / 255 * mask_out.unsqueeze(-1))
     rows = json.loads(detections)
     assert {r["frame"] for r in rows} == {0, 2} and objects.shape == (len(rows), 640, 640)
+    assert objects.dtype == torch.float32 and [int(m.sum()) for m in objects] == [r["mask_area"] for r in rows]
+    for index in (0, 2):  # the per-object masks make up each frame's merged mask
+        mine = [i for i, r in enumerate(rows) if r["frame"] == index]
+        assert torch.equal(objects[mine].amax(0), mask_out[index])
     pipeline = GroundedSam(detector, segmenter)
     settings = DetectionSettings(threshold, threshold - 0.02)
     for index in (0, 2):  # each frame's mask is the one that frame gets on its own
@@ -108,7 +113,12 @@ class FakeComfy:
         mm = types.ModuleType("comfy.model_management")
         mm.get_torch_device = lambda: torch.device("cpu")
         mm.unet_offload_device = lambda: torch.device("cpu")
-        mm.load_models_gpu = self.loaded.append
+
+        def load_models_gpu(patchers, force_full_load=False):
+            assert force_full_load  # a model split across devices could not run
+            self.loaded.append(patchers)
+
+        mm.load_models_gpu = load_models_gpu
 
         def interrupted():
             if self.interrupt:
@@ -131,6 +141,7 @@ class FakeComfy:
         class ModelPatcher:
             def __init__(self, model, load_device, offload_device):
                 self.model = model
+                model.device = offload_device  # as ComfyUI's does: a transformers model refuses this
 
         patcher.ModelPatcher = ModelPatcher
         comfy = types.ModuleType("comfy")
@@ -151,8 +162,11 @@ def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batc
     assert adapter.model_search_dirs("sams") == [Path("/data/extra/sams"), tmp_path / "sams"]
     images, threshold = batch_with_empty_middle
     GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)
-    assert fake.progress == [(1, 3), (2, 3), (3, 3)]
-    assert [p.model for p in fake.loaded[0]] == [detector.model, segmenter.model]
+    values = [value for value, _ in fake.progress]
+    assert {total for _, total in fake.progress} == {300} and values == sorted(values) and values[-1] == 300
+    assert [v for v in values if 0 < v < 100], "the bar must move inside the first frame"
+    assert {100, 200} <= set(values)  # each frame ends on its own step
+    assert [p.model.model for p in fake.loaded[0]] == [detector.model, segmenter.model]
     fake.interrupt = True
     with pytest.raises(RuntimeError, match="interrupted"):
         GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)

@@ -23,6 +23,7 @@ from ..model_files import (
     default_models_dir,
     models_on_disk,
 )
+from ..placement import ModelPlacement
 
 
 def _comfy(name: str) -> ModuleType | None:
@@ -65,20 +66,40 @@ def model_choices(folder: str) -> list[str]:
     return on_disk + [name for name in known if name not in on_disk]
 
 
-def load_for_inference(*modules: torch.nn.Module) -> None:
-    """Hand models to ComfyUI's model management, which moves them to the GPU and offloads them later."""
+class _PatchedModel(torch.nn.Module):
+    """What a ComfyUI ``ModelPatcher`` holds for one of our models.
+
+    The patcher writes bookkeeping attributes on the module it holds (``device``,
+    ``model_loaded_weight_memory``, ...); a transformers model's ``device`` is a read-only
+    property, so handing it over directly fails. This plain module owns the model as a child,
+    so ComfyUI moves every weight with ``.to()`` and our wrappers read the device from them.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+
+def load_for_inference(*wrappers: ModelPlacement) -> None:
+    """Hand models to ComfyUI's model management: it moves them to its torch device now and offloads them later.
+
+    Loaded whole (``force_full_load``): ComfyUI's partial loading only suits its own layer
+    types, and a model split across devices could not run.
+    """
     mm = _comfy("comfy.model_management")
     patcher_module = _comfy("comfy.model_patcher")
     if mm is None or patcher_module is None:
         return
     patchers = []
-    for module in modules:
-        patcher = getattr(module, "_grounded_sam_patcher", None)
+    for wrapper in wrappers:
+        patcher = getattr(wrapper, "_comfy_patcher", None)
         if patcher is None:
-            patcher = patcher_module.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-            module._grounded_sam_patcher = patcher
+            patcher = patcher_module.ModelPatcher(
+                _PatchedModel(wrapper.model), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+            )
+            wrapper._comfy_patcher = patcher
         patchers.append(patcher)
-    mm.load_models_gpu(patchers)
+    mm.load_models_gpu(patchers, force_full_load=True)
 
 
 def progress_reporter(total: int) -> Callable[[int, int], None] | None:

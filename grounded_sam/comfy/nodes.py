@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -12,9 +13,11 @@ from ..dino.load import load_grounding_dino
 from ..errors import InputError
 from ..images import to_comfy_image, to_uint8_frames
 from ..model_files import DINO_FOLDER, SAM_FOLDER, resolve_model
-from ..pipeline import PRECISIONS, GroundedSam, RunHooks
+from ..pipeline import PRECISIONS, GroundedSam
+from ..records import Detections, PackedMasks
 from ..sam.load import load_sam, segmenter_from_meta_module
 from ..sam.segmenter import SamSegmenter
+from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter
 
 CATEGORY = "segment_anything"
@@ -87,6 +90,31 @@ def as_segmenter(sam_model) -> SamSegmenter:
     )
 
 
+DETECTIONS = "GROUNDED_SAM_DETECTIONS"
+
+
+@dataclass(frozen=True)
+class SegmentedObjects:
+    """What flows on a ``GROUNDED_SAM_DETECTIONS`` socket: the objects, their masks at one bit a pixel.
+
+    ComfyUI keeps every node output in its cache whether or not anything reads it; float32
+    masks for hundreds of objects would cost gigabytes there. ``ObjectMasks`` unpacks them.
+    """
+
+    detections: Detections  # masks=None: they are in ``masks``
+    masks: PackedMasks
+
+    @classmethod
+    def of(cls, found: Detections) -> SegmentedObjects:
+        return cls(replace(found, masks=None), PackedMasks.pack(found.masks))
+
+    def object_masks(self) -> torch.Tensor:
+        """float32 ``[N, H, W]``, one per object; one all-zero mask when there is none (ComfyUI has no empty batch)."""
+        if len(self.masks) == 0:
+            return torch.zeros((1, *self.detections.image_size))
+        return self.masks.unpack().float()
+
+
 class GroundingDinoSAMSegment:
     @classmethod
     def INPUT_TYPES(cls):
@@ -107,8 +135,14 @@ class GroundingDinoSAMSegment:
 
     CATEGORY = CATEGORY
     FUNCTION = "main"
-    RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING")
-    RETURN_NAMES = ("IMAGE", "MASK", "object_masks", "detections_json")
+    RETURN_TYPES = ("IMAGE", "MASK", DETECTIONS, "STRING")
+    RETURN_NAMES = ("IMAGE", "MASK", "detections", "detections_json")
+    OUTPUT_TOOLTIPS = (
+        "the input, black outside the mask",
+        "one merged mask per input frame",
+        "every object with its mask: connect 'ObjectMasks (segment anything)' for one mask per object",
+        "[{frame, label, score, box_xyxy, mask_area}, ...]",
+    )
 
     def main(
         self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0, precision="fp32"
@@ -120,13 +154,30 @@ class GroundingDinoSAMSegment:
             box_threshold=threshold, text_threshold=text_threshold, max_detections=max_detections or None
         )
         frames = to_uint8_frames(image)
-        adapter.load_for_inference(grounding_dino_model.model, segmenter.model)
-        hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0]), check_cancel=adapter.cancel_check())
+        adapter.load_for_inference(grounding_dino_model, segmenter)
+        hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0] * STEPS_PER_FRAME), check_cancel=adapter.cancel_check())
         found = GroundedSam(grounding_dino_model, segmenter, precision).segment(frames, prompt, settings, hooks)
         merged = found.merged_masks()
         rgb = to_comfy_image(frames) * merged.unsqueeze(-1)
-        objects = found.masks.float() if len(found) else torch.zeros((1, *found.image_size))
-        return (rgb, merged.float(), objects, json.dumps(found.to_json()))
+        return (rgb, merged.float(), SegmentedObjects.of(found), json.dumps(found.to_json()))
+
+
+class ObjectMasks:
+    """One mask per object found by the segment node, in its order (frame by frame, best score first)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"detections": (DETECTIONS, {})}}
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("MASK",)
+    RETURN_NAMES = ("object_masks",)
+
+    def main(self, detections: SegmentedObjects):
+        if not isinstance(detections, SegmentedObjects):
+            raise InputError("detections must come from a 'GroundingDinoSAMSegment (segment anything)' node")
+        return (detections.object_masks(),)
 
 
 class InvertMask:
@@ -162,7 +213,9 @@ NODE_CLASS_MAPPINGS = {
     "GroundingDinoSAMSegment (segment anything)": GroundingDinoSAMSegment,
     "InvertMask (segment anything)": InvertMask,
     "IsMaskEmpty": IsMaskEmptyNode,
+    "ObjectMasks (segment anything)": ObjectMasks,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "IsMaskEmpty": "IsMaskEmpty",
+    "ObjectMasks (segment anything)": "ObjectMasks (segment anything)",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,8 +85,13 @@ class SamSegmenter(ModelPlacement):
         return ImageEmbedding(embeddings, intermediate, input_size, (int(frame.shape[0]), int(frame.shape[1])))
 
     @torch.inference_mode()
-    def masks_for_boxes(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
-        """bool ``[N, H, W]`` masks for pixel xyxy ``boxes`` ``[N, 4]`` in the original frame."""
+    def masks_for_boxes(
+        self, embedding: ImageEmbedding, boxes: torch.Tensor, on_chunk: Callable[[int, int], None] | None = None
+    ) -> torch.Tensor:
+        """bool ``[N, H, W]`` masks for pixel xyxy ``boxes`` ``[N, 4]`` in the original frame.
+
+        ``on_chunk(boxes done, boxes)`` runs after each chunk: a host's progress bar and stop button.
+        """
         height, width = embedding.original_size
         if boxes.shape[0] == 0:
             return torch.zeros((0, height, width), dtype=torch.bool)
@@ -98,6 +104,8 @@ class SamSegmenter(ModelPlacement):
         for chunk in prompt_boxes.split(chunk_size):
             low_res = self._decode(embedding, chunk)
             masks.append(self._upscale(low_res, embedding).cpu())
+            if on_chunk is not None:
+                on_chunk(sum(m.shape[0] for m in masks), boxes.shape[0])
         return torch.cat(masks)
 
     def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
