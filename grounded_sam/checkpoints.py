@@ -54,10 +54,22 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from err
 
 
+# How a legacy (pre-zip, torch < 1.6) ``torch.save`` file begins: pickle protocol 2, then torch's magic number.
+_LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
 def _read_torch_pickle(path: Path) -> object:
-    # mmap reads only the zip format (torch >= 1.6); older files (legacy ``torch.save`` format) are read whole.
+    # mmap reads only the zip format; legacy files are read whole; anything else is not a torch file at all.
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip:
+        with path.open("rb") as file:
+            if file.read(len(_LEGACY_TORCH_HEADER)) != _LEGACY_TORCH_HEADER:
+                raise ModelFileError(
+                    f"{path} is not a PyTorch checkpoint (neither the zip nor the legacy torch.save format); "
+                    "it is probably truncated or not a model file: download it again"
+                )
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as err:
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             raise ModelFileError(

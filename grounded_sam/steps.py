@@ -10,6 +10,7 @@ decoding reports after each chunk of boxes. Nothing is hooked when the host watc
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -47,8 +48,8 @@ def repeated_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
 class FrameSteps:
     """The progress of one frame through detection, SAM's encoder and mask decoding."""
 
-    # Hook calls seen in the last full pass of each stage, per model: the next pass's 100 %.
-    _calls_per_pass: dict[int, int] = {}
+    # Most hook calls seen in one pass of each model: the next pass's 100 %.
+    _calls_per_pass: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
 
     def __init__(self, hooks: RunHooks, frame: int, frames: int) -> None:
         self.hooks = hooks
@@ -82,9 +83,8 @@ class FrameSteps:
         if not self.watched:
             yield
             return
-        key = id(module)
         layers = repeated_layers(module)
-        expected = max(1, self._calls_per_pass.get(key, len(layers)))
+        expected = self._calls_per_pass.get(module, len(layers)) or 1
         calls = 0
 
         def step(_module, _args) -> None:
@@ -99,8 +99,9 @@ class FrameSteps:
         finally:
             for handle in handles:
                 handle.remove()
-        # a pass that reused cached work fires fewer hooks: keep the largest count as the full pass
-        self._calls_per_pass[key] = max(calls, self._calls_per_pass.get(key, 0))
+        # a pass that reused cached work fires fewer hooks (none at all on a full hit): keep the largest count
+        if calls:
+            self._calls_per_pass[module] = max(calls, self._calls_per_pass.get(module, 0))
         self._start += share
         self._report(self._start)
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install the test tools and the reference implementations into the current Python, then run the tests.
-# Extra arguments go to pytest (e.g. `-m slow`).
+# Install the test tools and the reference implementations into the current Python, install the two
+# real ComfyUI servers (each in its own virtualenv under .comfyui/), then run the tests: the unit
+# and parity tests and the real-ComfyUI suite (tests/comfyui). Extra arguments go to pytest
+# (e.g. `-m slow`, or `tests/comfyui` for the ComfyUI suite alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 bash scripts/install-test-deps.sh
+bash scripts/install-comfyui.sh
 "$PY" -m ruff check .
-"$PY" -m pytest "$@"
+GROUNDED_SAM_REQUIRE_COMFYUI=1 "$PY" -m pytest "$@"

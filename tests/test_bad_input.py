@@ -115,9 +115,10 @@ class Payload:
     """A pickled object: loading it would run this class's code."""
 
 
-def test_pickle_that_needs_code_is_refused(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_pickle_that_needs_code_is_refused(tmp_path, zip_format):
     path = tmp_path / "evil.pth"
-    torch.save({"model": Payload()}, path)
+    torch.save({"model": Payload()}, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(ModelFileError, match="refusing"):
         load_sam(path)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scenes import PROMPT
 
-from grounded_sam.comfy.nodes import GroundingDinoSAMSegment
+from grounded_sam.comfy.nodes import GroundingDinoSAMSegment, ObjectMasks
 from grounded_sam.errors import InputError
 
 
@@ -21,7 +21,8 @@ def test_one_pixel_image_and_the_node_survives_bad_input(detector, segmenter):
         node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), "  ", 0.3)
     with pytest.raises(InputError):
         node.main(detector, segmenter, torch.full((1, 3, 8, 8), 0.5), PROMPT, 0.3)
-    image, mask, objects, detections = node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), PROMPT, 0.0, max_detections=1)
+    image, mask, found, detections = node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), PROMPT, 0.0, max_detections=1)
+    (objects,) = ObjectMasks().main(found)
     assert image.shape == (1, 1, 1, 3) and mask.shape == (1, 1, 1) and objects.shape == (1, 1, 1)
     assert len(json.loads(detections)) == 1
 
@@ -43,11 +44,12 @@ PEAK_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, torch
     from grounded_sam import load_grounding_dino, load_sam
-    from grounded_sam.comfy.nodes import GroundingDinoSAMSegment
+    from grounded_sam.comfy.nodes import GroundingDinoSAMSegment, ObjectMasks
     dino, sam = load_grounding_dino(sys.argv[1]), load_sam(sys.argv[2])
     image = torch.rand((1, 8000, 8000, 3))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = GroundingDinoSAMSegment().main(dino, sam, image, "person", 0.0, max_detections=2)
+    image_out, mask, found, _ = GroundingDinoSAMSegment().main(dino, sam, image, "person", 0.0, max_detections=2)
+    out = (image_out, mask, *ObjectMasks().main(found))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"shapes": [list(t.shape) for t in out[:3]], "before_mib": before // 1024, "peak_mib": after // 1024}))
     """

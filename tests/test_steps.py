@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grounded_sam import DetectionSettings, GroundedSam, RunHooks, load_sam
+from grounded_sam import DetectionSettings, GroundedSam, ModelFileError, RunHooks, load_sam
 from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME, repeated_layers
 
 
@@ -114,3 +114,7 @@ def test_legacy_torch_save_format_loads(tmp_path, reference_sam, sam_checkpoint,
     old, new = load_sam(legacy), load_sam(sam_checkpoint)
     for (name, a), (_, b) in zip(old.model.state_dict().items(), new.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+    truncated = tmp_path / "sam_legacy_truncated.pth"
+    truncated.write_bytes(legacy.read_bytes()[: legacy.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_sam(truncated)

@@ -1,0 +1,210 @@
+"""Real ComfyUI servers (installed by scripts/install-comfyui.sh) with this pack copied into custom_nodes/.
+
+Each version gets one server for the whole session, random-weight full-size checkpoints in the
+release formats under its ``models/``, PNG inputs made from ../shared/images. Without an install
+the suite skips, unless GROUNDED_SAM_REQUIRE_COMFYUI=1 (set by scripts/test.sh) makes that an error.
+Per-case status and time, and the figures the cases measure, are printed at the end of the run
+and written to ``.comfyui/results.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from client import ComfyServer  # noqa: E402
+
+VERSIONS = tuple(os.environ.get("GROUNDED_SAM_COMFYUI_VERSIONS", "0.3.75,0.33.0").split(","))
+COMFYUI_DIR = Path(os.environ.get("GROUNDED_SAM_COMFYUI_DIR", ROOT / ".comfyui"))
+SHARED_IMAGES = ROOT.parent / "shared" / "images"
+PACK_FOLDER = "grounded-sam"  # what a clone of this repository is called in custom_nodes/
+DINO_FILE = "groundingdino_swint_ogc.pth"
+SAM_FILE = "sam_vit_b_01ec64.pth"
+WRONG_FILE = "sam_file_in_the_dino_folder.pth"
+
+MEASURED: dict[str, dict] = {}  # version -> case -> figures
+OUTCOMES: list[tuple[str, str, str, float]] = []  # (version, case, outcome, seconds)
+
+
+def measure(version: str, case: str, **figures) -> None:
+    MEASURED.setdefault(version, {}).setdefault(case, {}).update(figures)
+
+
+@pytest.fixture(scope="session")
+def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Grounding DINO Swin-T (BERT-base, 6+6 layers) and SAM ViT-B with random weights, as released."""
+    from reference_models import bert_folder, original_grounding_dino, perturb, save_original_release
+    from segment_anything import sam_model_registry
+
+    from grounded_sam.model_registry import known_model
+
+    work = tmp_path_factory.mktemp("full-size")
+    torch.manual_seed(0)
+    bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
+    dino = save_original_release(original_grounding_dino(bert, enc=6, dec=6), work / "dino.pth")
+    sam = sam_model_registry["vit_b"]()
+    perturb(sam, seed=3)
+    paths = {"dino": work / DINO_FILE, "sam": work / SAM_FILE}
+    save_at_size(torch.load(dino, weights_only=True), paths["dino"], known_model(DINO_FILE).size)
+    save_at_size(sam.state_dict(), paths["sam"], known_model(SAM_FILE).size)
+    return paths
+
+
+def save_at_size(checkpoint: dict, path: Path, size: int) -> None:
+    """Saved in the legacy (non-zip) ``torch.save`` format, padded by a string to the release file's exact size.
+
+    The loaders check a file named like a release against the release's size (a half-downloaded
+    file is refused); the padding is not a tensor, so the loaders ignore it.
+    """
+    pad = 0
+    for _ in range(8):
+        buffer = io.BytesIO()
+        torch.save({**checkpoint, "_padding": "x" * pad}, buffer, _use_new_zipfile_serialization=False)
+        if buffer.tell() == size:
+            path.write_bytes(buffer.getvalue())
+            return
+        pad += size - buffer.tell()
+        assert pad >= 0, f"{path.name} is larger than the release ({buffer.tell()} > {size} bytes)"
+    raise AssertionError(f"could not pad {path.name} to {size} bytes")
+
+
+@pytest.fixture(scope="session")
+def input_pngs(tmp_path_factory) -> dict[str, Path]:
+    """The shared photos as PNG: ComfyUI 0.33 decodes JPEG with PyAV (pixels differ from PIL), PNG identically."""
+    if not SHARED_IMAGES.is_dir():
+        pytest.skip(f"{SHARED_IMAGES} is not here: the ComfyUI suite runs on the shared photos")
+    out = tmp_path_factory.mktemp("inputs")
+    pngs = {}
+    for jpg in sorted(SHARED_IMAGES.glob("*.jpg")):
+        png = out / f"{jpg.stem}.png"
+        Image.open(jpg).convert("RGB").save(png)
+        pngs[jpg.stem] = png
+    return pngs
+
+
+def comfy_image(png: Path) -> torch.Tensor:
+    """The IMAGE ComfyUI's LoadImage makes of a PNG: float32 [1, H, W, 3] in 0..1."""
+    return torch.from_numpy(np.asarray(Image.open(png).convert("RGB")).astype(np.float32) / 255.0)[None]
+
+
+class Library:
+    """Our library in this process on the server's checkpoint files: what every server result must equal."""
+
+    def __init__(self, checkpoints: dict[str, Path]) -> None:
+        from grounded_sam import GroundedSam, load_grounding_dino, load_sam
+
+        self.pipeline = GroundedSam(load_grounding_dino(checkpoints["dino"]), load_sam(checkpoints["sam"]))
+        self._results: dict[tuple, object] = {}
+
+    def segment(self, png: Path, prompt: str, threshold: float, text_threshold: float = 0.25, max_detections: int = 0):
+        from grounded_sam import DetectionSettings
+
+        key = (png, prompt, threshold, text_threshold, max_detections)
+        if key not in self._results:
+            settings = DetectionSettings(threshold, text_threshold, max_detections=max_detections or None)
+            self._results[key] = self.pipeline.segment(comfy_image(png), prompt, settings)
+        return self._results[key]
+
+    def box_count(self, png: Path, prompt: str) -> int:
+        """How many boxes thresholds of 0 keep (after NMS)."""
+        from grounded_sam import DetectionSettings
+        from grounded_sam.images import to_uint8_frames
+
+        return len(self.pipeline.detector.detect(to_uint8_frames(comfy_image(png))[0], prompt, DetectionSettings(0.0, 0.0)))
+
+    def scores(self, png: Path, prompt: str) -> torch.Tensor:
+        """Every query's score, best first (no threshold, no NMS)."""
+        from grounded_sam import DetectionSettings
+        from grounded_sam.images import to_uint8_frames
+
+        frame = to_uint8_frames(comfy_image(png))[0]
+        return self.pipeline.detector.detect(frame, prompt, DetectionSettings(0.0, 0.0, nms_iou=None)).scores
+
+
+@pytest.fixture(scope="session")
+def library(full_size_checkpoints) -> Library:
+    return Library(full_size_checkpoints)
+
+
+def install_pack(tree: Path) -> None:
+    """This repository, copied into custom_nodes/ as a user's clone would be (its requirements are installed)."""
+    target = tree / "custom_nodes" / PACK_FOLDER
+    shutil.rmtree(target, ignore_errors=True)
+    ignore = shutil.ignore_patterns(".git", ".venv*", ".comfyui", "__pycache__", "*.egg-info", ".ruff_cache", "results")
+    shutil.copytree(ROOT, target, ignore=ignore)
+
+
+def install_models(tree: Path, checkpoints: dict[str, Path]) -> None:
+    dino_dir, sam_dir = tree / "models" / "grounding-dino", tree / "models" / "sams"
+    for folder in (dino_dir, sam_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    os.link(checkpoints["dino"], dino_dir / DINO_FILE)
+    os.link(checkpoints["sam"], sam_dir / SAM_FILE)
+    os.link(checkpoints["sam"], dino_dir / WRONG_FILE)
+
+
+@pytest.fixture(scope="session", params=VERSIONS)
+def server(request, tmp_path_factory, full_size_checkpoints, input_pngs):
+    version = request.param
+    home = COMFYUI_DIR / version
+    if not (home / ".installed").is_file():
+        message = f"ComfyUI {version} is not installed in {home}: run `bash scripts/install-comfyui.sh {version}`"
+        if os.environ.get("GROUNDED_SAM_REQUIRE_COMFYUI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    install_pack(home / "ComfyUI")
+    install_models(home / "ComfyUI", full_size_checkpoints)
+    comfy = ComfyServer(version, home, tmp_path_factory.mktemp(f"comfyui-{version}"))
+    for png in input_pngs.values():
+        shutil.copy(png, comfy.input_dir / png.name)
+    started = time.monotonic()
+    comfy.start()
+    measure(version, "server start", seconds=round(time.monotonic() - started, 1))
+    yield comfy
+    comfy.stop()
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def pytest_runtest_logreport(report):
+    if "tests/comfyui" not in report.nodeid.replace(os.sep, "/"):
+        return
+    if report.when == "call" or report.outcome != "passed":
+        name, _, params = report.nodeid.split("::")[-1].partition("[")
+        params = params.rstrip("]").split("-")
+        version = next((p for p in params if p in VERSIONS), "?")
+        case = " ".join([name.removeprefix("test_"), *(p for p in params if p != version)])
+        OUTCOMES.append((version, f"{case} ({report.when})" if report.when != "call" else case, report.outcome, round(report.duration, 1)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not OUTCOMES:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("real ComfyUI suite: case, version, status, seconds")
+    for version, case, outcome, seconds in OUTCOMES:
+        write(f"  {case:<70} {version:<7} {outcome:<7} {seconds:7.1f}")
+    write("measured:")
+    for version, cases in MEASURED.items():
+        for case, figures in cases.items():
+            write(f"  {version:<7} {case}: {json.dumps(figures)}")
+    COMFYUI_DIR.mkdir(parents=True, exist_ok=True)
+    (COMFYUI_DIR / "results.json").write_text(json.dumps({"outcomes": OUTCOMES, "measured": MEASURED}, indent=2))

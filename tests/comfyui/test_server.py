@@ -1,0 +1,408 @@
+"""The pack inside real ComfyUI servers (0.3.75 and 0.33.0), driven only over HTTP and the websocket.
+
+Every case asserts on what comes back (PNGs, detections, errors, messages) against our library
+run in this process on the same checkpoint files and the same decoded pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from client import ComfyServer, RejectedPrompt, Run
+from conftest import DINO_FILE, PACK_FOLDER, SAM_FILE, WRONG_FILE, measure
+from PIL import Image
+
+from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME
+
+SEGMENT = "GroundingDinoSAMSegment (segment anything)"
+PROMPT = "person . bus"
+SECOND_PROMPT = "a window . the wheel"
+WORKFLOWS = Path(__file__).resolve().parent / "workflows"
+MEASURED_MAIN_SECONDS: dict[str, float] = {}  # version -> the main workflow's first run
+
+
+# --- building API prompts -------------------------------------------------------------------
+
+
+class Graph:
+    """An API-format prompt: ``{id: {"class_type", "inputs"}}``; ``add`` returns the node id."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict] = {}
+
+    def add(self, class_type: str, **inputs) -> str:
+        node = str(len(self.nodes) + 1)
+        self.nodes[node] = {"class_type": class_type, "inputs": inputs}
+        return node
+
+
+def segment_graph(
+    images: list[str], prompt: str, threshold: float, sam: str = SAM_FILE, dino: str = DINO_FILE, **options
+) -> tuple[Graph, dict[str, str]]:
+    """LoadImage (batched with ImageBatch when several) -> both loaders -> segment; returns the graph and node ids."""
+    g = Graph()
+    ids = {"sam": g.add("SAMModelLoader (segment anything)", model_name=sam)}
+    ids["dino"] = g.add("GroundingDinoModelLoader (segment anything)", model_name=dino)
+    loads = [g.add("LoadImage", image=name) for name in images]
+    image = [loads[0], 0]
+    for other in loads[1:]:
+        image = [g.add("ImageBatch", image1=image, image2=[other, 0]), 0]
+    ids["segment"] = g.add(
+        SEGMENT, sam_model=[ids["sam"], 0], grounding_dino_model=[ids["dino"], 0], image=image, prompt=prompt, threshold=threshold, **options
+    )
+    return g, ids
+
+
+def save_outputs(g: Graph, ids: dict[str, str], prefix: str, image=True, mask=True, objects=False, json_out=False, empty=False):
+    seg = ids["segment"]
+    if image:
+        ids["save_image"] = g.add("SaveImage", images=[seg, 0], filename_prefix=f"{prefix}_image")
+    if mask:
+        ids["save_mask"] = g.add("SaveImage", images=[g.add("MaskToImage", mask=[seg, 1]), 0], filename_prefix=f"{prefix}_mask")
+    if objects:
+        masks = g.add("ObjectMasks (segment anything)", detections=[seg, 2])
+        ids["save_objects"] = g.add("SaveImage", images=[g.add("MaskToImage", mask=[masks, 0]), 0], filename_prefix=f"{prefix}_objects")
+    if json_out:
+        ids["json"] = g.add("PreviewAny", source=[seg, 3])
+    if empty:
+        ids["empty"] = g.add("PreviewAny", source=[g.add("IsMaskEmpty", mask=[seg, 1]), 0])
+    return ids
+
+
+# --- reading results --------------------------------------------------------------------------
+
+
+def saved_pngs(server: ComfyServer, run: Run, node: str) -> list[np.ndarray]:
+    images = run.outputs(node).get("images", [])
+    assert images, f"node {node} saved nothing: {run.history.get('outputs')}"
+    return [np.asarray(Image.open(server.output_dir / i["subfolder"] / i["filename"])) for i in images]
+
+
+def saved_masks(server: ComfyServer, run: Run, node: str) -> torch.Tensor:
+    pngs = saved_pngs(server, run, node)
+    assert all((p == 0).any() or (p == 255).any() for p in pngs)
+    return torch.stack([torch.from_numpy(p[..., 0] > 127) for p in pngs])
+
+
+def preview_text(run: Run, node: str) -> str:
+    return "".join(run.outputs(node)["text"])
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def assert_same_detections(rows: list[dict], expected, image_size: tuple[int, int]) -> None:
+    """Server rows against a library result: labels equal, boxes within 1e-3 (normalised), areas close."""
+    h, w = image_size
+    mine = expected.to_json()
+    assert [r["label"] for r in rows] == [r["label"] for r in mine]
+    assert [r["frame"] for r in rows] == [r["frame"] for r in mine]
+    for got, want in zip(rows, mine, strict=True):
+        scale = np.array([w, h, w, h])
+        assert np.abs(np.array(got["box_xyxy"]) / scale - np.array(want["box_xyxy"]) / scale).max() < 1e-3
+        assert abs(got["score"] - want["score"]) < 1e-3
+
+
+def assert_success(run: Run) -> None:
+    assert run.status == "success", f"{run.status}: {json.dumps(run.error)[:3000]}"
+
+
+def threshold_for(library, png: Path, prompt: str, count: int) -> float:
+    """A box threshold in the middle of a clear gap that keeps the ``count`` best queries (before NMS)."""
+    scores = library.scores(png, prompt).tolist()
+    for k in range(count, len(scores) - 1):
+        if scores[k - 1] - scores[k] > 2e-4:  # far beyond the float noise between two processes
+            return round((scores[k - 1] + scores[k]) / 2, 5)
+    raise AssertionError("no gap in the scores to place a threshold in")
+
+
+@pytest.fixture(scope="session")
+def main_case(library, input_pngs):
+    png = input_pngs["bus"]
+    threshold = threshold_for(library, png, PROMPT, 6)
+    return {"png": png, "threshold": threshold, "expected": library.segment(png, PROMPT, threshold)}
+
+
+def run_main(server: ComfyServer, main_case, prefix: str, **outputs) -> tuple[Run, dict[str, str]]:
+    g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"])
+    ids = save_outputs(g, ids, prefix, **outputs)
+    return server.run(g.nodes), ids
+
+
+# --- the cases ----------------------------------------------------------------------------------
+
+
+def test_nodes_register_with_the_seed_sockets(server):
+    log = re.sub(r"\x1b\[[0-9;]*m", "", server.log_text())
+    imported = re.search(rf"([\d.]+) seconds( \(IMPORT FAILED\))?: \S*custom_nodes/{PACK_FOLDER}$", log, re.MULTILINE)
+    assert imported and not imported.group(2), "the pack must be in ComfyUI's import report, imported"
+    measure(server.version, "pack import", seconds=float(imported.group(1)))
+    info = server.object_info()
+    segment = info[SEGMENT]
+    assert segment["input_order"]["required"] == ["sam_model", "grounding_dino_model", "image", "prompt", "threshold"]
+    assert segment["output"][:2] == ["IMAGE", "MASK"] and segment["category"] == "segment_anything"
+    for node in ("SAMModelLoader (segment anything)", "GroundingDinoModelLoader (segment anything)", "InvertMask (segment anything)", "IsMaskEmpty"):
+        assert node in info
+    sam_choices = info["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
+    dino_choices = info["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
+    assert sam_choices[0] == SAM_FILE and "sam_vit_b (375MB)" in sam_choices
+    assert DINO_FILE in dino_choices and WRONG_FILE in dino_choices and "GroundingDINO_SwinT_OGC (694MB)" in dino_choices
+
+
+def test_main_workflow_matches_the_library(server, main_case):
+    """LoadImage -> loaders -> segment -> SaveImage (IMAGE) and MaskToImage -> SaveImage (MASK)."""
+    log_before = server.log_text()
+    run, ids = run_main(server, main_case, "main", json_out=True)
+    assert_success(run)
+    expected = main_case["expected"]
+    assert len(expected) > 0
+    mask = saved_masks(server, run, ids["save_mask"])
+    want = expected.merged_masks()
+    assert mask.shape == want.shape and iou(mask, want) >= 0.999
+    (picture,) = saved_pngs(server, run, ids["save_image"])
+    frame = np.asarray(Image.open(main_case["png"]).convert("RGB"))
+    agree = (mask[0] == want[0]).numpy()
+    assert np.array_equal(picture[agree], (frame * want[0].numpy()[..., None])[agree])  # the input, black outside the mask
+    assert_same_detections(json.loads(preview_text(run, ids["json"])), expected, tuple(frame.shape[:2]))
+    # models went through ComfyUI's model management: both loaded by it for this run
+    new_log = server.log_text()[len(log_before) :]
+    assert new_log.count("Requested to load _PatchedModel") >= 1 and "loaded completely" in new_log
+    progress = run.progress(ids["segment"])
+    values = [v for v, _ in progress]
+    assert values == sorted(values) and {m for _, m in progress} == {STEPS_PER_FRAME}
+    inside = [v for v in values if 0 < v < STEPS_PER_FRAME]
+    assert len(inside) >= 10, f"the bar must move through the frame, got {values}"
+    assert any(v < DETECTION_SHARE * STEPS_PER_FRAME for v in inside) and any(v > DETECTION_SHARE * STEPS_PER_FRAME for v in inside)
+    MEASURED_MAIN_SECONDS[server.version] = round(run.seconds, 1)
+    measure(server.version, "main workflow", seconds=round(run.seconds, 1), objects=len(expected), mask_iou=round(iou(mask, want), 5),
+            progress_messages_one_frame=len(progress), distinct_progress_values=len(set(values)))  # fmt: skip
+
+
+def test_all_four_outputs_wired(server, main_case):
+    run, ids = run_main(server, main_case, "all4", objects=True, json_out=True)
+    assert_success(run)
+    rows = json.loads(preview_text(run, ids["json"]))
+    objects = saved_masks(server, run, ids["save_objects"])
+    merged = saved_masks(server, run, ids["save_mask"])
+    expected = main_case["expected"]
+    assert len(rows) == len(expected) == objects.shape[0] > 0
+    assert [int(m.sum()) for m in objects] == [r["mask_area"] for r in rows]
+    assert torch.equal(objects.any(0), merged[0])
+    for got, want in zip(objects, expected.masks, strict=True):
+        assert iou(got, want) >= 0.999
+
+
+def test_nothing_found(server, main_case, library):
+    assert float(library.scores(main_case["png"], PROMPT)[0]) < 0.99  # so 0.99 really finds nothing
+    g, ids = segment_graph(["bus.png"], PROMPT, 0.99)
+    ids = save_outputs(g, ids, "nothing", image=False, objects=True, json_out=True, empty=True)
+    run = server.run(g.nodes)
+    assert_success(run)
+    assert not saved_masks(server, run, ids["save_mask"]).any()
+    objects = saved_masks(server, run, ids["save_objects"])
+    assert objects.shape[0] == 1 and not objects.any()  # ComfyUI has no empty batch: one all-zero mask
+    assert preview_text(run, ids["empty"]) == "1"
+    assert json.loads(preview_text(run, ids["json"])) == []
+
+
+def test_batch_of_two_frames_keeps_order(server, library, input_pngs):
+    first, second = input_pngs["picture1"], input_pngs["picture2"]
+    assert Image.open(first).size == Image.open(second).size  # ImageBatch would resize otherwise
+    threshold = max(threshold_for(library, png, PROMPT, 3) for png in (first, second))  # a few boxes in each frame
+    g, ids = segment_graph(["picture1.png", "picture2.png"], PROMPT, threshold)
+    ids = save_outputs(g, ids, "batch", image=False, json_out=True)
+    run = server.run(g.nodes)
+    assert_success(run)
+    masks = saved_masks(server, run, ids["save_mask"])
+    alone = [library.segment(png, PROMPT, threshold).merged_masks()[0] for png in (first, second)]
+    assert masks.shape[0] == 2
+    assert not torch.equal(alone[0], alone[1])  # different frames, so order is visible
+    for got, want in zip(masks, alone, strict=True):
+        assert iou(got, want) >= 0.999
+    rows = json.loads(preview_text(run, ids["json"]))
+    assert [r["frame"] for r in rows] == sorted(r["frame"] for r in rows)
+    values = [v for v, _ in run.progress(ids["segment"])]
+    assert values == sorted(values) and values[-1] == 2 * STEPS_PER_FRAME and STEPS_PER_FRAME in values
+    measure(server.version, "batch of two", seconds=round(run.seconds, 1), objects=len(rows), progress_messages=len(values))
+
+
+def test_second_prompt_reuses_the_caches(server, main_case, library):
+    png, threshold = main_case["png"], main_case["threshold"]
+    g, ids = segment_graph(["bus.png"], SECOND_PROMPT, threshold)
+    ids = save_outputs(g, ids, "second_prompt", image=False, json_out=True)
+    second = server.run(g.nodes)
+    assert_success(second)
+    expected = library.segment(png, SECOND_PROMPT, threshold)
+    mask = saved_masks(server, second, ids["save_mask"])
+    assert iou(mask, expected.merged_masks()) >= 0.999
+    assert_same_detections(json.loads(preview_text(second, ids["json"])), expected, tuple(mask.shape[1:]))
+    measure(server.version, "second prompt", seconds=round(second.seconds, 1), first_prompt_seconds=MEASURED_MAIN_SECONDS.get(server.version))
+
+
+def convert_ui_workflow(workflow: dict, object_info: dict) -> dict:
+    """A saved UI workflow (widgets by position) as an API prompt, by /object_info's input order."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) in (2, 4):  # muted or bypassed
+            continue
+        info = object_info[node["type"]]
+        linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = list(node.get("widgets_values") or [])
+        inputs = {}
+        for section in ("required", "optional"):
+            for name in info["input_order"].get(section, []):
+                if name in linked:
+                    link = linked[name]
+                    inputs[name] = [str(link[1]), link[2]]
+                    continue
+                spec = info["input"][section][name]
+                is_widget = isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+                if is_widget and values:
+                    inputs[name] = values.pop(0)
+                    if name in ("seed", "noise_seed") and values:
+                        values.pop(0)  # control_after_generate
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def test_legacy_ui_workflow_runs(server, library, input_pngs):
+    workflow = json.loads((WORKFLOWS / "legacy_segment_anything.json").read_text())
+    prompt = convert_ui_workflow(workflow, server.object_info())
+    segment = prompt["4"]["inputs"]
+    assert segment["prompt"] == "person . bus" and segment["threshold"] == 0.7  # ["person . bus", 0.7] by position
+    assert prompt["1"]["inputs"]["model_name"] == "sam_vit_b (375MB)"
+    run = server.run(prompt)
+    assert_success(run)
+    mask = saved_masks(server, run, "7")
+    expected = library.segment(input_pngs["bus"], "person . bus", 0.7).merged_masks()
+    assert iou(mask, expected) >= 0.999
+    assert run.outputs("5").get("images")  # the PreviewImage of the segmented picture
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty prompt", "threshold out of range", "unknown model", "SAM file in the Grounding DINO loader"],
+)
+def test_bad_input_is_explained_and_the_next_run_works(server, main_case, case):
+    threshold = main_case["threshold"]
+    if case == "empty prompt":
+        g, ids = segment_graph(["bus.png"], "  .  ", threshold)
+    elif case == "threshold out of range":
+        g, ids = segment_graph(["bus.png"], PROMPT, 1.5)
+    elif case == "unknown model":
+        g, ids = segment_graph(["bus.png"], PROMPT, threshold, sam="sam_vit_q.pth")
+    else:
+        g, ids = segment_graph(["bus.png"], PROMPT, threshold, dino=WRONG_FILE)
+    save_outputs(g, ids, "bad", image=False)
+    if case in ("threshold out of range", "unknown model"):
+        with pytest.raises(RejectedPrompt) as refused:  # ComfyUI's own validation: HTTP 400 with node_errors
+            server.queue(g.nodes)
+        errors = refused.value.body["node_errors"]
+        text = json.dumps(errors)
+        assert ("threshold" in text and "1.5" in text) if case == "threshold out of range" else "sam_vit_q.pth" in text
+        message = text
+    else:
+        run = server.run(g.nodes)
+        assert run.status == "error"
+        message = run.error["exception_message"]
+        if case == "empty prompt":
+            assert "the prompt is empty: name what to segment" in message
+        else:
+            assert WRONG_FILE in message and "choose it in the SAM loader" in message
+    measure(server.version, f"bad input: {case}", error=message[:300])
+    after, ids = run_main(server, main_case, "after_bad", image=False)
+    assert_success(after)
+    assert iou(saved_masks(server, after, ids["save_mask"]), main_case["expected"].merged_masks()) >= 0.999
+
+
+def test_free_then_run(server, main_case):
+    run_main(server, main_case, "before_free", image=False)
+    before = server.log_text()
+    server.free()
+    time.sleep(2)  # ComfyUI applies /free between prompts, in its worker loop
+    run, ids = run_main(server, main_case, "after_free", image=False)
+    assert_success(run)
+    assert iou(saved_masks(server, run, ids["save_mask"]), main_case["expected"].merged_masks()) >= 0.999
+    reloaded = server.log_text()[len(before) :].count("Requested to load _PatchedModel")
+    assert reloaded >= 1, "after /free ComfyUI must load our models again"
+    measure(server.version, "/free then run", seconds=round(run.seconds, 1), model_loads_after_free=reloaded)
+
+
+def interrupted_run(server: ComfyServer, g: Graph, segment: str, when) -> tuple[Run, float, list[int]]:
+    """Run ``g``; POST /interrupt at the first message for which ``when(seconds_in_segment, progress)`` is true."""
+    state = {"segment_started": None, "sent": None, "progress": -1}
+
+    def on_message(run: Run, message: dict) -> None:
+        data = message["data"]
+        if message["type"] == "executing" and data.get("node") == segment:
+            state["segment_started"] = message["t"]
+        if message["type"] == "progress" and data.get("node") == segment:
+            state["progress"] = data["value"]
+        started = state["segment_started"]
+        if started is not None and state["sent"] is None and when(message["t"] - started, state["progress"]):
+            server.interrupt()
+            state["sent"] = time.monotonic() - run.started
+
+    run = server.run(g.nodes, on_message=on_message)
+    assert state["sent"] is not None, "the run ended before the moment to interrupt it"
+    latency = run.of_type("execution_interrupted")[0]["t"] - state["sent"] if run.status == "interrupted" else float("nan")
+    return run, latency, [v for v, _ in run.progress(segment)]
+
+
+def test_interrupt_during_detection(server, main_case, library, input_pngs):
+    g, ids = segment_graph(["zidane.png"], PROMPT, 0.3)  # an image this server has not seen: detection runs in full
+    save_outputs(g, ids, "interrupted_detection", image=False)
+    detected = DETECTION_SHARE * STEPS_PER_FRAME
+    run, latency, values = interrupted_run(server, g, ids["segment"], lambda seconds, progress: seconds >= 2.0 and 0 <= progress < detected)
+    assert run.status == "interrupted"
+    assert values and max(values) < detected, f"it went on past detection: {values}"
+    measure(server.version, "interrupt during detection", latency_s=round(latency, 2), last_progress=max(values))
+    after, ids = run_main(server, main_case, "after_interrupt", image=False)
+    assert_success(after)
+
+
+def test_interrupt_while_decoding_many_boxes(server, main_case, library, input_pngs):
+    png = input_pngs["picture4"]
+    boxes = library.box_count(png, PROMPT)
+    assert boxes >= 200, "the case needs many boxes to decode"
+    decoding = DETECTION_SHARE * STEPS_PER_FRAME + (1 - DETECTION_SHARE) * STEPS_PER_FRAME * ENCODER_COST_IN_BOXES / (ENCODER_COST_IN_BOXES + boxes)
+    g, ids = segment_graph(["picture4.png"], PROMPT, 0.0, text_threshold=0.0)
+    save_outputs(g, ids, "interrupted_decoding", image=False)
+    run, latency, values = interrupted_run(server, g, ids["segment"], lambda seconds, progress: progress >= decoding + 3)
+    assert run.status == "interrupted"
+    assert decoding < max(values) < STEPS_PER_FRAME - 5, f"it did not stop while decoding: {values}"
+    measure(server.version, "interrupt while decoding", boxes=boxes, latency_s=round(latency, 2), last_progress=max(values))
+    after, ids = run_main(server, main_case, "after_interrupt_decoding", image=False)
+    assert_success(after)
+
+
+def test_many_objects_cost_little_memory_when_unused(server, main_case):
+    """~600 objects at 810x1080: the per-object masks stay packed (1 bit a pixel) unless ObjectMasks asks."""
+    g, ids = segment_graph(["bus.png"], PROMPT, 0.0, text_threshold=0.0, max_detections=600)
+    ids = save_outputs(g, ids, "many", image=False, json_out=True)
+    before = server.rss_mib()
+    run = server.run(g.nodes)
+    assert_success(run)
+    rows = json.loads(preview_text(run, ids["json"]))
+    after = server.rss_mib()
+    objects = len(rows)
+    assert objects >= 500
+    # the same graph with the per-object masks unpacked: what every run used to keep
+    ids["count"] = g.add("PreviewAny", source=[g.add("IsMaskEmpty", mask=[g.add("ObjectMasks (segment anything)", detections=[ids["segment"], 2]), 0]), 0])
+    unpacked = server.run(g.nodes)
+    assert_success(unpacked)
+    assert preview_text(unpacked, ids["count"]) == "0"
+    with_float_masks = server.rss_mib()
+    float_mib = objects * 810 * 1080 * 4 / 2**20
+    measure(server.version, "many objects RSS", objects=objects, rss_before_mib=round(before), rss_after_mib=round(after),
+            rss_after_object_masks_mib=round(with_float_masks), float32_object_masks_mib=round(float_mib),
+            packed_object_masks_mib=round(float_mib / 32, 1), seconds=round(run.seconds, 1))  # fmt: skip
