@@ -121,8 +121,8 @@ class Ours:
         self.settings = DetectionSettings(0.3, 0.25)
 
     def clear(self) -> None:
-        for cache in (self.detector.prediction_cache, self.detector.backbone_cache, self.segmenter.embedding_cache):
-            cache.clear()
+        self.detector.clear_caches()
+        self.segmenter.clear_caches()
 
     def frame(self, frame_u8: torch.Tensor, prompt: str, boxes: torch.Tensor) -> torch.Tensor:
         with self.pipeline._autocast():

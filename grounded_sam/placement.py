@@ -6,6 +6,8 @@ from typing import TypeVar
 
 import torch
 
+from .caching import LruCache
+
 Self = TypeVar("Self", bound="ModelPlacement")
 
 
@@ -25,3 +27,12 @@ class ModelPlacement:
     def to(self: Self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Self:
         self.model.to(device=device, dtype=dtype)
         return self
+
+    def caches(self) -> tuple[LruCache, ...]:
+        """The per-image result caches this model keeps (a moved or offloaded model never reads old entries)."""
+        return ()
+
+    def clear_caches(self) -> None:
+        """Drop cached results, e.g. when the host offloads the model to free memory."""
+        for cache in self.caches():
+            cache.clear()

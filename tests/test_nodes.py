@@ -142,10 +142,21 @@ class FakeComfy:
             def __init__(self, model, load_device, offload_device):
                 self.model = model
                 model.device = offload_device  # as ComfyUI's does: a transformers model refuses this
+                self.on_detach = []
+
+            def add_callback(self, kind, callback):
+                assert kind == "on_detach_after"
+                self.on_detach.append(callback)
+
+            def detach(self, unpatch_all=True):
+                for callback in self.on_detach:
+                    callback(self, unpatch_all)
 
         patcher.ModelPatcher = ModelPatcher
+        extension = types.ModuleType("comfy.patcher_extension")
+        extension.CallbacksMP = types.SimpleNamespace(ON_DETACH="on_detach_after")
         comfy = types.ModuleType("comfy")
-        self.modules = {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils, "comfy.model_patcher": patcher}
+        self.modules = {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils, "comfy.model_patcher": patcher, "comfy.patcher_extension": extension}
 
 
 def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batch_with_empty_middle):
@@ -167,6 +178,10 @@ def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batc
     assert [v for v in values if 0 < v < 100], "the bar must move inside the first frame"
     assert {100, 200} <= set(values)  # each frame ends on its own step
     assert [p.model.model for p in fake.loaded[0]] == [detector.model, segmenter.model]
+    assert len(segmenter.embedding_cache) > 0
+    for patcher in fake.loaded[0]:  # ComfyUI offloads them: their cached results go too
+        patcher.detach()
+    assert len(segmenter.embedding_cache) == len(detector.prediction_cache) == len(detector.backbone_cache) == 0
     fake.interrupt = True
     with pytest.raises(RuntimeError, match="interrupted"):
         GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)

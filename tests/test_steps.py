@@ -86,8 +86,9 @@ def load_grounding_dino_like(detector):
 
 
 def clear_caches(detector, segmenter) -> None:
-    for cache in (detector.prediction_cache, detector.backbone_cache, segmenter.embedding_cache):
-        cache.clear()
+    detector.clear_caches()
+    segmenter.clear_caches()
+    assert not (len(detector.prediction_cache) or len(detector.backbone_cache) or len(segmenter.embedding_cache))
 
 
 def test_each_precision_gets_its_own_cache_entries(detector, segmenter, bus):

@@ -97,6 +97,8 @@ def load_for_inference(*wrappers: ModelPlacement) -> None:
             patcher = patcher_module.ModelPatcher(
                 _PatchedModel(wrapper.model), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
             )
+            # offloaded (/free, memory pressure): cached results go too, they may sit on the GPU
+            patcher.add_callback(_comfy("comfy.patcher_extension").CallbacksMP.ON_DETACH, lambda *_, w=wrapper: w.clear_caches())
             wrapper._comfy_patcher = patcher
         patchers.append(patcher)
     mm.load_models_gpu(patchers, force_full_load=True)

@@ -74,6 +74,9 @@ class GroundingDinoDetector(ModelPlacement):
         use_gathered_deformable_attention(model)
         self.prediction_cache: LruCache[tuple[torch.Tensor, torch.Tensor]] = LruCache(PREDICTION_CACHE_SIZE)
 
+    def caches(self) -> tuple[LruCache, ...]:
+        return (self.prediction_cache, self.backbone_cache)
+
     def preprocess(self, frame: torch.Tensor) -> torch.Tensor:
         """uint8 ``[H, W, 3]`` to normalised ``[1, 3, h, w]`` (PIL bilinear, as the original)."""
         height, width = frame.shape[:2]

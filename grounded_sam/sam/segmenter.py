@@ -54,6 +54,9 @@ class SamSegmenter(ModelPlacement):
         self.embedding_cache: LruCache[ImageEmbedding] = LruCache(EMBEDDING_CACHE_SIZE)
         use_banded_attention(model.vision_encoder)
 
+    def caches(self) -> tuple[LruCache, ...]:
+        return (self.embedding_cache,)
+
     def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 ``[H, W, 3]`` to the normalised, padded ``[1, 3, S, S]`` the encoder takes."""
         h, w = frame.shape[:2]

@@ -333,7 +333,9 @@ def test_free_then_run(server, main_case):
     assert_success(run)
     assert iou(saved_masks(server, run, ids["save_mask"]), main_case["expected"].merged_masks()) >= 0.999
     reloaded = server.log_text()[len(before) :].count("Requested to load _PatchedModel")
-    assert reloaded >= 1, "after /free ComfyUI must load our models again"
+    assert reloaded == 2, "after /free ComfyUI must load both our models again"
+    detecting = [v for v, _ in run.progress(ids["segment"]) if v < DETECTION_SHARE * STEPS_PER_FRAME]
+    assert len(detecting) >= 10, "offloading dropped the cached results with the models: detection runs again"
     measure(server.version, "/free then run", seconds=round(run.seconds, 1), model_loads_after_free=reloaded)
 
 
