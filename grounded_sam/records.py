@@ -126,7 +126,6 @@ class PackedMasks:
     def __len__(self) -> int:
         return int(self.bits.shape[0])
 
-    def unpack(self, indices: list[int] | None = None) -> torch.Tensor:
-        """bool ``[n, H, W]``: all masks, or those at ``indices`` in that order."""
-        bits = self.bits if indices is None else self.bits[indices]
-        return torch.from_numpy(np.unpackbits(bits, axis=-1, count=self.width).view(np.bool_))
+    def unpack(self) -> torch.Tensor:
+        """The bool ``[N, H, W]`` masks that were packed."""
+        return torch.from_numpy(np.unpackbits(self.bits, axis=-1, count=self.width).view(np.bool_))

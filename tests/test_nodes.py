@@ -179,7 +179,10 @@ def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batc
     assert {100, 200} <= set(values)  # each frame ends on its own step
     assert [p.model.model for p in fake.loaded[0]] == [detector.model, segmenter.model]
     assert len(segmenter.embedding_cache) > 0
-    for patcher in fake.loaded[0]:  # ComfyUI offloads them: their cached results go too
+    for patcher in fake.loaded[0]:  # what ComfyUI does to re-load a loaded model on every run: caches stay
+        patcher.detach(unpatch_all=False)
+    assert len(segmenter.embedding_cache) > 0 and len(detector.prediction_cache) > 0
+    for patcher in fake.loaded[0]:  # ComfyUI unloads them: their cached results go too
         patcher.detach()
     assert len(segmenter.embedding_cache) == len(detector.prediction_cache) == len(detector.backbone_cache) == 0
     fake.interrupt = True

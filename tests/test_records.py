@@ -26,3 +26,13 @@ def test_for_frame_and_merged_masks():
     assert merged.shape == (3, 2, 2) and not merged[1].any()
     assert torch.equal(merged[0], masks[1]) and torch.equal(merged[2], masks[0] | masks[2])
     assert [row["frame"] for row in found.to_json()] == [2, 0, 2]
+
+
+def test_packed_masks_round_trip_at_one_bit_a_pixel():
+    from grounded_sam.records import PackedMasks
+
+    masks = torch.rand((5, 7, 13), generator=torch.Generator().manual_seed(0)) > 0.5  # width not a multiple of 8
+    packed = PackedMasks.pack(masks)
+    assert len(packed) == 5 and packed.bits.nbytes == 5 * 7 * 2
+    assert torch.equal(packed.unpack(), masks)
+    assert len(PackedMasks.pack(torch.zeros((0, 7, 13), dtype=torch.bool))) == 0

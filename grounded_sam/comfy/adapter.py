@@ -97,11 +97,24 @@ def load_for_inference(*wrappers: ModelPlacement) -> None:
             patcher = patcher_module.ModelPatcher(
                 _PatchedModel(wrapper.model), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
             )
-            # offloaded (/free, memory pressure): cached results go too, they may sit on the GPU
-            patcher.add_callback(_comfy("comfy.patcher_extension").CallbacksMP.ON_DETACH, lambda *_, w=wrapper: w.clear_caches())
+            patcher.add_callback(_comfy("comfy.patcher_extension").CallbacksMP.ON_DETACH, _clear_caches_when_unloaded(wrapper))
             wrapper._comfy_patcher = patcher
         patchers.append(patcher)
     mm.load_models_gpu(patchers, force_full_load=True)
+
+
+def _clear_caches_when_unloaded(wrapper: ModelPlacement) -> Callable[..., None]:
+    """When ComfyUI unloads the model (/free, memory pressure) its cached results go too: they may sit on the GPU.
+
+    ComfyUI also detaches a loaded model just to load it again (``unpatch_all=False``) on every
+    run; the caches stay then, or a second prompt would redo the image work.
+    """
+
+    def on_detach(_patcher, unpatch_all: bool = True) -> None:
+        if unpatch_all:
+            wrapper.clear_caches()
+
+    return on_detach
 
 
 def progress_reporter(total: int) -> Callable[[int, int], None] | None:

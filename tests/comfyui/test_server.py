@@ -241,6 +241,11 @@ def test_second_prompt_reuses_the_caches(server, main_case, library):
     second = server.run(g.nodes)
     assert_success(second)
     expected = library.segment(png, SECOND_PROMPT, threshold)
+    assert len(expected) > 0
+    # SAM's image embedding came from the cache: no encoder block ran (no progress inside the encoder's share)
+    encoded = int(DETECTION_SHARE * STEPS_PER_FRAME + (1 - DETECTION_SHARE) * STEPS_PER_FRAME * ENCODER_COST_IN_BOXES / (ENCODER_COST_IN_BOXES + len(expected)))
+    values = [v for v, _ in second.progress(ids["segment"])]
+    assert not [v for v in values if DETECTION_SHARE * STEPS_PER_FRAME < v < encoded], values
     mask = saved_masks(server, second, ids["save_mask"])
     assert iou(mask, expected.merged_masks()) >= 0.999
     assert_same_detections(json.loads(preview_text(second, ids["json"])), expected, tuple(mask.shape[1:]))
