@@ -356,8 +356,8 @@ def interrupted_run(server: ComfyServer, g: Graph, segment: str, when) -> tuple[
             state["progress"] = data["value"]
         started = state["segment_started"]
         if started is not None and state["sent"] is None and when(message["t"] - started, state["progress"]):
+            state["sent"] = time.monotonic() - run.started  # latency counts from the click, before the POST
             server.interrupt()
-            state["sent"] = time.monotonic() - run.started
 
     run = server.run(g.nodes, on_message=on_message)
     assert state["sent"] is not None, "the run ended before the moment to interrupt it"
