@@ -93,7 +93,7 @@ class SamSegmenter(ModelPlacement):
     ) -> torch.Tensor:
         """bool ``[N, H, W]`` masks for pixel xyxy ``boxes`` ``[N, 4]`` in the original frame.
 
-        ``on_chunk(boxes done, boxes)`` runs after each chunk: a host's progress bar and stop button.
+        ``on_chunk(boxes done, boxes)`` runs twice a chunk (decoded, upscaled): a host's progress bar and stop button.
         """
         height, width = embedding.original_size
         if boxes.shape[0] == 0:
@@ -103,12 +103,16 @@ class SamSegmenter(ModelPlacement):
         prompt_boxes = (boxes.float().cpu() * scale).to(self.device, self.dtype)
         per_box = 4 * height * width  # one float32 full-resolution logit map
         chunk_size = max(1, min(BOX_CHUNK, UPSCALE_BYTES // per_box))
-        masks = []
+        masks: list[torch.Tensor] = []
+        done = 0
         for chunk in prompt_boxes.split(chunk_size):
             low_res = self._decode(embedding, chunk)
+            if on_chunk is not None:  # also between decoding and upscaling: both take long on big frames
+                on_chunk(done, boxes.shape[0])
             masks.append(self._upscale(low_res, embedding).cpu())
+            done += chunk.shape[0]
             if on_chunk is not None:
-                on_chunk(sum(m.shape[0] for m in masks), boxes.shape[0])
+                on_chunk(done, boxes.shape[0])
         return torch.cat(masks)
 
     def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
