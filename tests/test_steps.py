@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grounded_sam import DetectionSettings, GroundedSam, ModelFileError, RunHooks, load_sam
+from grounded_sam import DetectionSettings, GroundedSam, ModelFileError, RunHooks, load_grounding_dino, load_sam
 from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME, repeated_layers
 
 
@@ -42,7 +42,9 @@ def test_progress_moves_through_the_stages_of_one_frame(detector, segmenter, bus
 
 
 @pytest.mark.parametrize("stop_at", ["detection", "encoder", "decoding"])
-def test_cancel_stops_inside_a_frame_and_leaves_the_models_clean(detector, segmenter, zidane, monkeypatch, stop_at):
+def test_cancel_stops_inside_a_frame_and_leaves_the_models_clean(
+    detector, segmenter, dino_checkpoint, sam_checkpoint, zidane, monkeypatch, stop_at
+):
     frame = zidane[:, 300:940]
     settings = many_boxes(detector, frame, 40)  # 3 chunks of 16 boxes
     clear_caches(detector, segmenter)
@@ -73,16 +75,8 @@ def test_cancel_stops_inside_a_frame_and_leaves_the_models_clean(detector, segme
     assert all(len(layer._forward_pre_hooks) == 0 for layer in repeated_layers(detector.model))
     # nothing half-computed was cached: the next run equals a run on fresh models
     again = GroundedSam(detector, segmenter).segment(frame, "person . tie", settings)
-    fresh_detector = load_grounding_dino_like(detector)
-    fresh = GroundedSam(fresh_detector, segmenter).segment(frame, "person . tie", settings)
+    fresh = GroundedSam(load_grounding_dino(dino_checkpoint), load_sam(sam_checkpoint)).segment(frame, "person . tie", settings)
     assert torch.equal(again.boxes, fresh.boxes) and torch.equal(again.masks, fresh.masks)
-
-
-def load_grounding_dino_like(detector):
-    """The same weights in a new detector, with empty caches."""
-    import copy
-
-    return type(detector)(copy.deepcopy(detector.model).eval(), detector.tokenizer, detector.name)
 
 
 def clear_caches(detector, segmenter) -> None:

@@ -365,7 +365,7 @@ def interrupted_run(server: ComfyServer, g: Graph, segment: str, when) -> tuple[
     return run, latency, [v for v, _ in run.progress(segment)]
 
 
-def test_interrupt_during_detection(server, main_case, library, input_pngs):
+def test_interrupt_during_detection(server, main_case):
     g, ids = segment_graph(["zidane.png"], PROMPT, 0.3)  # an image this server has not seen: detection runs in full
     save_outputs(g, ids, "interrupted_detection", image=False)
     detected = DETECTION_SHARE * STEPS_PER_FRAME
