@@ -1,13 +1,31 @@
-"""Text-prompted segmentation: Grounding DINO finds boxes, Segment Anything turns them into masks."""
+"""Text-prompted segmentation: Grounding DINO finds boxes, Segment Anything turns them into masks.
 
-from .dino.detector import DetectionSettings, GroundingDinoDetector
-from .dino.load import load_grounding_dino
-from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
-from .pipeline import GroundedSam
-from .records import Detections
-from .sam.load import load_sam
-from .sam.segmenter import SamSegmenter
-from .steps import RunHooks
+The public names are imported on first use, so ``import grounded_sam.cli`` (and ``grounded-sam
+--help``) does not pay for torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "DetectionSettings": ".dino.detector",
+    "GroundingDinoDetector": ".dino.detector",
+    "load_grounding_dino": ".dino.load",
+    "GroundedSamError": ".errors",
+    "InputError": ".errors",
+    "ModelFileError": ".errors",
+    "ModelNotFoundError": ".errors",
+    "GroundedSam": ".pipeline",
+    "Detections": ".records",
+    "load_sam": ".sam.load",
+    "SamSegmenter": ".sam.segmenter",
+    "RunHooks": ".steps",
+    "resolve_device": ".devices",
+}
 
 __all__ = [
     "DetectionSettings",
@@ -22,4 +40,24 @@ __all__ = [
     "SamSegmenter",
     "load_grounding_dino",
     "load_sam",
+    "resolve_device",
 ]
+
+if TYPE_CHECKING:
+    from .devices import resolve_device
+    from .dino.detector import DetectionSettings, GroundingDinoDetector
+    from .dino.load import load_grounding_dino
+    from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+    from .pipeline import GroundedSam
+    from .records import Detections
+    from .sam.load import load_sam
+    from .sam.segmenter import SamSegmenter
+    from .steps import RunHooks
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'grounded_sam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+    globals()[name] = value
+    return value

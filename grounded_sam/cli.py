@@ -1,43 +1,83 @@
-"""``grounded-sam segment IMAGE... --prompt "dog . ball" --dino PATH --sam PATH --out DIR``."""
+"""``grounded-sam segment IMAGE... --prompt "dog . ball" --dino PATH --sam PATH --out DIR``.
+
+Everything that can be checked without the models (settings, prompt, images, output folder,
+model files) is checked before they load, and every problem found is reported at once. Heavy
+imports (torch, transformers) wait until a command runs, so ``--help`` is instant.
+
+Exit status: 0 when every image was written, 1 when some images failed (the others are written
+and listed in detections.json), 2 when nothing could run (bad settings, models or output folder).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
+import warnings
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from .devices import DEVICE_CHOICES_HELP, PRECISION_CHOICES
+from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+from .model_files import DINO_FOLDER, MODELS_DIR_ENV, SAM_FOLDER, default_models_dir
 
-from .dino.detector import DetectionSettings
-from .dino.load import load_grounding_dino
-from .errors import GroundedSamError
-from .images import load_image_file
-from .model_files import DINO_FOLDER, SAM_FOLDER, default_models_dir, resolve_model
-from .pipeline import PRECISIONS, GroundedSam
-from .sam.load import load_sam
+EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("grounded-sam")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: ...)" only where there is a default worth showing (not for flags or required options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grounded-sam", description="Text-prompted image segmentation.")
+    parser = argparse.ArgumentParser(prog="grounded-sam", description="Text-prompted image segmentation: Grounding DINO + Segment Anything.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    seg = sub.add_parser("segment", help="write one mask PNG per image (and per object) plus detections.json")
-    seg.add_argument("images", nargs="+", type=Path)
+    seg = sub.add_parser(
+        "segment",
+        help="write one mask PNG per image (and per object) plus detections.json",
+        description="Find the objects named by --prompt in each image; write its merged mask (and one per object) and detections.json.",
+        formatter_class=_DefaultsHelp,
+    )
+    seg.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                     help="image files or folders (a folder's images are taken recursively; outputs keep the folder layout)")
     seg.add_argument("--prompt", required=True, help='objects to find, separated by " . ", e.g. "dog . red ball"')
+    seg.add_argument("--exclude", default="", help='things to leave out, e.g. "bag . shadow": found in the same pass and cut out of every mask')
     seg.add_argument("--dino", required=True, help="Grounding DINO file/folder, or a model name in --models-dir")
     seg.add_argument("--sam", required=True, help="SAM file/folder, or a model name in --models-dir")
     seg.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    seg.add_argument("--models-dir", type=Path, default=default_models_dir(), help="a ComfyUI-style models folder (env GROUNDED_SAM_MODELS_DIR)")
-    seg.add_argument("--box-threshold", type=float, default=0.3)
-    seg.add_argument("--text-threshold", type=float, default=0.25)
-    seg.add_argument("--nms-iou", type=float, default=0.7, help="1.0 disables non-maximum suppression")
-    seg.add_argument("--max-detections", type=int, default=0, help="0 keeps every detection")
+    seg.add_argument("--models-dir", type=Path, default=default_models_dir() or Path("models"),
+                     help=f"a ComfyUI-style models folder: <dir>/grounding-dino, <dir>/sams (env {MODELS_DIR_ENV} sets the default)")
+    seg.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES_HELP}; auto is CUDA, then MPS, then the CPU")
+    seg.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                     help="fp32 is exact; bf16/fp16 are faster on GPUs, masks differ slightly; auto is bf16 on GPUs "
+                          "that run it fast (CUDA compute capability >= 8.0), else fp32; fp16 on a CPU runs as fp32")
+    seg.add_argument("--box-threshold", type=float, default=0.3, help="keep boxes scoring above this")
+    seg.add_argument("--text-threshold", type=float, default=0.25, help="prompt words scoring above this make a box's label")
+    seg.add_argument("--nms-iou", type=float, default=0.7, help="non-maximum suppression IoU; 1.0 disables it")
+    seg.add_argument("--max-detections", type=int, default=0, help="keep the best N per image; 0 keeps every detection")
     seg.add_argument("--per-object", action="store_true", help="also write one mask PNG per detected object")
+    seg.add_argument("--preview", action="store_true", help="also write <name>_preview.png: each object's mask, box and label drawn on the image")
     seg.add_argument("--no-download", action="store_true", help="never download a missing known model")
-    seg.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="bf16/fp16: faster, masks differ slightly")
+    seg.add_argument("--no-progress", action="store_true", help="no progress bar (results are still printed per image)")
     return parser
+
+
+def _error(message: str) -> None:
+    print(f"grounded-sam: error: {message}", file=sys.stderr)
 
 
 class _DownloadBar:
@@ -62,51 +102,131 @@ class _DownloadBar:
             self.bar.close()
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "object"
+def _find_models(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Both model paths; every model that is missing (and cannot be fetched) is reported in one error."""
+    from .model_files import is_known, resolve_model
+
+    wanted = {"Grounding DINO (--dino)": (args.dino, DINO_FOLDER), "SAM (--sam)": (args.sam, SAM_FOLDER)}
+    dirs = {folder: [args.models_dir / folder] if args.models_dir else [] for _, folder in wanted.values()}
+    found, to_fetch, problems = {}, [], []
+    for role, (name, folder) in wanted.items():
+        try:
+            found[role] = resolve_model(name, folder, dirs[folder], allow_download=False)
+        except ModelNotFoundError as err:
+            if is_known(name) and not args.no_download:
+                to_fetch.append(role)
+            else:
+                problems.append(f"{role}: {err}")
+        except ModelFileError as err:
+            problems.append(f"{role}: {err}")
+    if problems:
+        raise ModelNotFoundError("\n  ".join(["model files are missing or wrong:", *problems]))
+    for role in to_fetch:
+        name, folder = wanted[role]
+        with _DownloadBar(str(name)) as bar:
+            found[role] = resolve_model(name, folder, dirs[folder], allow_download=True, on_progress=bar.update)
+    return found["Grounding DINO (--dino)"], found["SAM (--sam)"]
 
 
-def _write_mask(mask: np.ndarray, path: Path) -> None:
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
+def _load_models(dino_path: Path, sam_path: Path, device: str):
+    """Both models, or one error naming every file that would not load."""
+    from .dino.load import load_grounding_dino
+    from .sam.load import load_sam
+
+    loaded, problems = [], []
+    for loader, path in ((load_grounding_dino, dino_path), (load_sam, sam_path)):
+        try:
+            loaded.append(loader(path, device=device))
+        except ModelFileError as err:
+            problems.append(str(err))
+    if problems:
+        raise ModelFileError("\n  ".join(["cannot load the models:", *problems]))
+    return loaded
+
+
+def _check_output_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create the output folder {out}: {err.strerror or err}") from err
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
+    from .dino.detector import DetectionSettings
+    from .dino.text import caption_from_prompt
+    from .exclusion import with_exclusions
+    from .inputs import expand_images
+    from .outputs import SegmentReport
+    from .progress import ImagesBar
+
+    # checks that need no model: each raises a clear error before anything loads
     settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
+    caption_from_prompt(args.prompt)
+    with_exclusions(args.prompt, args.exclude)
+    device = resolve_device(args.device)
+    images, notes = expand_images(args.images)
+    for note in notes:
+        print(f"grounded-sam: note: {note}", file=sys.stderr)
+    bad = [image for image in images if image.problem]
+    if len(bad) == len(images):
+        raise InputError("no image to segment:\n  " + "\n  ".join(image.problem for image in bad))
+    for image in bad:
+        _error(f"{image.problem} (skipped)")
+    _check_output_folder(args.out)
+    dino_path, sam_path = _find_models(args)
 
-    def find(name: str, folder: str) -> Path:
-        dirs = [args.models_dir / folder] if args.models_dir else []
-        with _DownloadBar(name) as bar:
-            return resolve_model(name, folder, dirs, allow_download=not args.no_download, on_progress=bar.update)
+    from .images import load_image_file
+    from .pipeline import GroundedSam
 
-    detector = load_grounding_dino(find(args.dino, DINO_FOLDER))
-    segmenter = load_sam(find(args.sam, SAM_FOLDER))
+    detector, segmenter = _load_models(dino_path, sam_path, str(device))
     pipeline = GroundedSam(detector, segmenter, args.precision)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = []
-    for image_path in args.images:
-        found = pipeline.segment(load_image_file(image_path), args.prompt, settings)
-        stem = image_path.stem
-        _write_mask(found.merged_masks()[0].numpy(), args.out / f"{stem}_mask.png")
-        objects = found.to_json()
-        for k, row in enumerate(objects):
-            row.pop("frame")
-            if args.per_object:
-                name = f"{stem}_object{k:02d}_{_slug(row['label'])}.png"
-                _write_mask(found.masks[k].numpy(), args.out / name)
-                row["mask_file"] = name
-        report.append({"image": str(image_path), "mask_file": f"{stem}_mask.png", "objects": objects})
-        print(f"{image_path}: {len(objects)} object(s)")
-    (args.out / "detections.json").write_text(json.dumps(report, indent=2))
-    return 0
+    print(f"grounded-sam: {detector.name} + {segmenter.name} on {device}, {pipeline.effective_precision()}", file=sys.stderr)
+    failed = len(bad)
+    runnable = len(images) - len(bad)
+    with SegmentReport(args.out, args.per_object, args.preview) as report, ImagesBar(runnable, enabled=not args.no_progress) as bar:
+        position = 0  # among the runnable images: what the bar, its rate and its ETA count
+        for image in images:  # in input order, so the report lists every input where it was given
+            if image.problem:
+                report.add_error(image.path, image.problem)
+                continue
+            try:
+                hooks = bar.image(position, str(image.output_stem))
+                frame = load_image_file(image.path)
+                found = pipeline.segment(frame, args.prompt, settings, hooks, args.exclude)
+                entry = report.add_result(image.path, image.output_stem, found, frame[0])
+                bar.write(f"{image.path}: {len(entry['objects'])} object(s) -> {args.out / entry['mask_file']}")
+            except Exception as err:  # noqa: BLE001 - this image only: the others go on, the report keeps it
+                failed += 1
+                message = str(err) if isinstance(err, GroundedSamError) else f"{type(err).__name__}: {err}"
+                report.add_error(image.path, message)
+                bar.write(f"grounded-sam: error: {image.path}: {message} (skipped)", file=sys.stderr)
+            bar.done(position)
+            position += 1
+    done = len(images) - failed
+    print(f"grounded-sam: {done} of {len(images)} image(s) written to {args.out}" + (f", {failed} failed" if failed else ""),
+          file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' signature
+    print(f"grounded-sam: warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run_segment(args)
-    except GroundedSamError as err:
-        print(f"grounded-sam: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one readable line, not a source location
+        try:
+            return run_segment(args)
+        except GroundedSamError as err:
+            _error(str(err))
+            return EXIT_NOTHING_RAN
+        except KeyboardInterrupt:
+            _error("stopped; detections.json lists the images written so far")
+            return 130
 
 
 if __name__ == "__main__":

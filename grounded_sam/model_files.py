@@ -36,6 +36,11 @@ def models_on_disk(folders: list[Path]) -> list[str]:
     return sorted(names)
 
 
+def is_known(name: str | Path) -> bool:
+    """A model we know where to download from (a registry file or a transformers repo)."""
+    return known_model(str(name)) is not None or known_repo(str(name)) is not None
+
+
 def resolve_model(
     name: str | Path,
     folder: str,

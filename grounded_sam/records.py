@@ -24,10 +24,14 @@ class Detections:
     image_size: tuple[int, int]  # (H, W) of every frame
     num_frames: int
     masks: torch.Tensor | None = None  # bool [N, H, W]
+    # int64 [N]: which phrase of the prompt (0-based, in " . " order) holds the box's best-scoring token
+    phrase_index: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.boxes.shape[0]
         if self.scores.shape != (n,) or self.frame_index.shape != (n,) or len(self.labels) != n:
+            raise ValueError("Detections fields disagree on the number of objects")
+        if self.phrase_index is not None and self.phrase_index.shape != (n,):
             raise ValueError("Detections fields disagree on the number of objects")
         if self.masks is not None and tuple(self.masks.shape) != (n, *self.image_size):
             raise ValueError(f"masks shape {tuple(self.masks.shape)} != {(n, *self.image_size)}")
@@ -46,6 +50,7 @@ class Detections:
             image_size=(h, w),
             num_frames=num_frames,
             masks=torch.zeros((0, h, w), dtype=torch.bool) if with_masks else None,
+            phrase_index=torch.zeros((0,), dtype=torch.int64),
         )
 
     @classmethod
@@ -54,6 +59,7 @@ class Detections:
         if not parts:
             return cls.empty(num_frames, image_size)
         with_masks = all(p.masks is not None for p in parts)
+        with_phrases = all(p.phrase_index is not None for p in parts)
         return cls(
             boxes=torch.cat([p.boxes for p in parts]),
             scores=torch.cat([p.scores for p in parts]),
@@ -62,6 +68,7 @@ class Detections:
             image_size=image_size,
             num_frames=num_frames,
             masks=torch.cat([p.masks for p in parts]) if with_masks else None,
+            phrase_index=torch.cat([p.phrase_index for p in parts]) if with_phrases else None,
         )
 
     def select(self, keep: torch.Tensor) -> Detections:
@@ -74,6 +81,7 @@ class Detections:
             labels=tuple(self.labels[i] for i in idx.tolist()),
             frame_index=self.frame_index[idx],
             masks=None if self.masks is None else self.masks[idx],
+            phrase_index=None if self.phrase_index is None else self.phrase_index[idx],
         )
 
     def for_frame(self, frame: int) -> Detections:
@@ -81,6 +89,12 @@ class Detections:
 
     def with_masks(self, masks: torch.Tensor) -> Detections:
         return replace(self, masks=masks)
+
+    def clipped_to_image(self) -> Detections:
+        """Boxes cut to the frame: detectors may place a box edge outside the image."""
+        h, w = self.image_size
+        limits = torch.tensor([w, h, w, h], dtype=self.boxes.dtype)
+        return replace(self, boxes=torch.minimum(self.boxes.clamp(min=0), limits))
 
     def merged_masks(self) -> torch.Tensor:
         """One bool mask per input frame, in input order; a frame with no object is all False."""
@@ -125,6 +139,14 @@ class PackedMasks:
 
     def __len__(self) -> int:
         return int(self.bits.shape[0])
+
+    def select(self, rows: torch.Tensor) -> PackedMasks:
+        return PackedMasks(self.bits[rows.numpy()], self.width)
+
+    def areas(self) -> torch.Tensor:
+        """Pixels in each mask, without unpacking them all at once."""
+        counts = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
+        return torch.from_numpy(counts[self.bits].reshape(len(self), -1).sum(1).astype(np.int64))
 
     def unpack(self) -> torch.Tensor:
         """The bool ``[N, H, W]`` masks that were packed."""

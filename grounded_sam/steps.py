@@ -30,6 +30,7 @@ class RunHooks:
 
     on_progress: Callable[[int, int], None] | None = None  # (done, total) in hundredths of a frame
     check_cancel: Callable[[], None] | None = None  # raises to stop; called between layers, box chunks and frames
+    on_stage: Callable[[str], None] | None = None  # what the frame is doing: "detecting", "encoding image", "masks 16/50"
 
 
 def repeated_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -55,7 +56,7 @@ class FrameSteps:
         self.hooks = hooks
         self.frame = frame
         self.frames = frames
-        self.watched = hooks.on_progress is not None or hooks.check_cancel is not None
+        self.watched = any(h is not None for h in (hooks.on_progress, hooks.check_cancel, hooks.on_stage))
         self._start = 0.0  # fraction of the frame done before the current stage
         self._share = DETECTION_SHARE  # fraction of the frame the current stage covers
         self._encoder_share = 0.0
@@ -72,6 +73,10 @@ class FrameSteps:
         if value != self._reported:
             self._reported = value
             self.hooks.on_progress(value, self.frames * STEPS_PER_FRAME)
+
+    def _say(self, stage: str) -> None:
+        if self.hooks.on_stage is not None:
+            self.hooks.on_stage(stage)
 
     def _advance(self, fraction_of_stage: float) -> None:
         self.check()
@@ -106,6 +111,7 @@ class FrameSteps:
         self._report(self._start)
 
     def detection(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+        self._say("detecting")
         return self._stage(model, DETECTION_SHARE)
 
     def plan_segmentation(self, boxes: int) -> None:
@@ -114,10 +120,12 @@ class FrameSteps:
         self._encoder_share = rest * ENCODER_COST_IN_BOXES / (ENCODER_COST_IN_BOXES + boxes)
 
     def encoder(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+        self._say("encoding image")
         return self._stage(model, self._encoder_share)
 
     def chunk_decoded(self, done: int, total: int) -> None:
         """Called by mask decoding after each chunk of boxes."""
+        self._say(f"masks {done}/{total}")
         self._share = 1.0 - self._start
         self._advance(done / max(1, total))
 

@@ -48,7 +48,7 @@ def test_repo_root_loads_like_a_custom_node_folder():
 
 def test_batch_with_empty_middle_frame_keeps_every_frame_in_order(detector, segmenter, batch_with_empty_middle):
     images, threshold = batch_with_empty_middle
-    image_out, mask_out, found, detections = GroundingDinoSAMSegment().main(
+    image_out, mask_out, found, detections, bboxes = GroundingDinoSAMSegment().main(
         detector, segmenter, images, PROMPT, threshold, text_threshold=threshold - 0.02
     )
     (objects,) = NODE_CLASS_MAPPINGS["ObjectMasks (segment anything)"]().main(found)
@@ -58,6 +58,12 @@ def test_batch_with_empty_middle_frame_keeps_every_frame_in_order(detector, segm
     assert torch.equal(image_out, (images * 255).to(torch.uint8).float() / 255 * mask_out.unsqueeze(-1))
     rows = json.loads(detections)
     assert {r["frame"] for r in rows} == {0, 2} and objects.shape == (len(rows), 640, 640)
+    # BOUNDING_BOX: a list per frame (the empty middle one too), boxes as x, y, width, height
+    assert [len(frame) for frame in bboxes] == [sum(r["frame"] == i for r in rows) for i in range(3)]
+    flat = [box for frame in bboxes for box in frame]
+    for box, row in zip(flat, rows, strict=True):
+        x0, y0, x1, y1 = row["box_xyxy"]
+        assert abs(box["x"] - x0) < 1e-3 and abs(box["y"] + box["height"] - y1) < 1e-3 and box["label"] == row["label"]
     assert objects.dtype == torch.float32 and [int(m.sum()) for m in objects] == [r["mask_area"] for r in rows]
     for index in (0, 2):  # the per-object masks make up each frame's merged mask
         mine = [i for i, r in enumerate(rows) if r["frame"] == index]
@@ -208,3 +214,26 @@ def test_loader_nodes_list_load_and_reuse_models(tmp_path, monkeypatch, sam_chec
         dino_loader().main("GroundingDINO_SwinT_OGC (694MB)")
     (detector,) = dino_loader().main(str(dino_checkpoint))
     assert detector.name == "Grounding DINO Swin-T"
+
+
+def test_preview_and_pick_nodes_on_packed_objects():
+    from test_preview import two_objects
+
+    from grounded_sam.comfy.nodes import SegmentedObjects
+    from grounded_sam.preview import draw_preview
+
+    found = two_objects()
+    objects = SegmentedObjects.of(found)
+    assert torch.equal(objects.masks.areas(), found.masks.flatten(1).sum(1))
+    image = torch.rand((1, 120, 160, 3))
+    (preview,) = NODE_CLASS_MAPPINGS["PreviewDetections (segment anything)"]().main(image, objects)
+    frame = (image[0] * 255).to(torch.uint8)
+    assert torch.equal((preview[0] * 255).round().to(torch.uint8), draw_preview(frame, found))
+    with pytest.raises(InputError, match="connect the segment node's own input image"):
+        NODE_CLASS_MAPPINGS["PreviewDetections (segment anything)"]().main(torch.rand((2, 120, 160, 3)), objects)
+    masks, merged, picked, boxes = NODE_CLASS_MAPPINGS["PickObjects (segment anything)"]().main(objects, "ball", 0, "area")
+    assert picked.detections.labels == ("red ball",) and torch.equal(masks[0], found.masks[1].float())
+    assert torch.equal(merged[0], found.masks[1].float()) and boxes == [[{"x": 110.0, "y": 50.0, "width": 15.0, "height": 10.0,
+                                                                        "score": pytest.approx(0.4), "label": "red ball"}]]
+    with pytest.raises(InputError, match="must come from a 'GroundingDinoSAMSegment"):
+        NODE_CLASS_MAPPINGS["PickObjects (segment anything)"]().main("not objects", "", 1, "score")

@@ -13,7 +13,9 @@ from ..dino.load import load_grounding_dino
 from ..errors import InputError
 from ..images import to_comfy_image, to_uint8_frames
 from ..model_files import DINO_FOLDER, SAM_FOLDER, resolve_model
-from ..pipeline import PRECISIONS, GroundedSam
+from ..picking import RANKINGS, pick_indices
+from ..pipeline import PRECISION_CHOICES, GroundedSam
+from ..preview import draw_preview
 from ..records import Detections, PackedMasks
 from ..sam.load import load_sam, segmenter_from_meta_module
 from ..sam.segmenter import SamSegmenter
@@ -25,12 +27,12 @@ CATEGORY = "segment_anything"
 
 @lru_cache(maxsize=4)
 def _cached_sam(path: str, mtime: float) -> SamSegmenter:
-    return load_sam(path)
+    return load_sam(path, device="cpu")  # ComfyUI's model management moves it when a node runs
 
 
 @lru_cache(maxsize=2)
 def _cached_dino(path: str, mtime: float) -> GroundingDinoDetector:
-    return load_grounding_dino(path)
+    return load_grounding_dino(path, device="cpu")
 
 
 class _ModelLoader:
@@ -91,6 +93,8 @@ def as_segmenter(sam_model) -> SamSegmenter:
 
 
 DETECTIONS = "GROUNDED_SAM_DETECTIONS"
+# ComfyUI's core box type (0.33+: DrawBBoxes, CropByBBoxes, ...); older servers treat it as any other custom type name.
+BOUNDING_BOX = "BOUNDING_BOX"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,35 @@ class SegmentedObjects:
             return torch.zeros((1, *self.detections.image_size))
         return self.masks.unpack().float()
 
+    def select(self, rows: torch.Tensor) -> SegmentedObjects:
+        return SegmentedObjects(self.detections.select(rows), self.masks.select(rows))
+
+    def frame(self, index: int) -> Detections:
+        """One frame's objects with their masks unpacked (only that frame's)."""
+        rows = (self.detections.frame_index == index).nonzero().flatten()
+        return replace(self.detections.select(rows), masks=self.masks.select(rows).unpack())
+
+    def merged_masks(self) -> torch.Tensor:
+        """float32 ``[B, H, W]``: every frame's objects in one mask, frame by frame."""
+        return torch.stack([self.frame(i).merged_masks()[0] for i in range(self.detections.num_frames)]).float()
+
+    def bounding_boxes(self) -> list[list[dict]]:
+        """ComfyUI's core BOUNDING_BOX layout: per frame, ``{x, y, width, height, score, label}`` in pixels."""
+        frames: list[list[dict]] = [[] for _ in range(self.detections.num_frames)]
+        found = self.detections
+        for i in range(len(found)):
+            x0, y0, x1, y1 = found.boxes[i].tolist()
+            frames[int(found.frame_index[i])].append(
+                {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "score": float(found.scores[i]), "label": found.labels[i]}
+            )
+        return frames
+
+
+def _segmented(detections) -> SegmentedObjects:
+    if not isinstance(detections, SegmentedObjects):
+        raise InputError("detections must come from a 'GroundingDinoSAMSegment (segment anything)' node")
+    return detections
+
 
 class GroundingDinoSAMSegment:
     @classmethod
@@ -129,24 +162,32 @@ class GroundingDinoSAMSegment:
             "optional": {
                 "text_threshold": ("FLOAT", {"default": 0.25, "min": 0, "max": 1.0, "step": 0.01}),
                 "max_detections": ("INT", {"default": 0, "min": 0, "max": 900, "tooltip": "0 keeps every detection"}),
-                "precision": (list(PRECISIONS), {"default": "fp32", "tooltip": "bf16/fp16: faster, masks differ slightly"}),
+                "precision": (
+                    list(PRECISION_CHOICES),
+                    {"default": "fp32", "tooltip": "fp32: exact, as the original pack; bf16/fp16: faster on GPUs, masks differ slightly; "
+                     "auto: bf16 on GPUs that run it fast, else fp32; fp16 on a CPU runs as fp32"},
+                ),
+                "exclude": ("STRING", {"default": "", "tooltip": 'things to leave out, e.g. "bag . shadow": found in the same pass '
+                                       "and cut out of every mask; an object that is an excluded one's box again is dropped"}),
             },
         }
 
     CATEGORY = CATEGORY
     FUNCTION = "main"
-    RETURN_TYPES = ("IMAGE", "MASK", DETECTIONS, "STRING")
-    RETURN_NAMES = ("IMAGE", "MASK", "detections", "detections_json")
+    RETURN_TYPES = ("IMAGE", "MASK", DETECTIONS, "STRING", BOUNDING_BOX)
+    RETURN_NAMES = ("IMAGE", "MASK", "detections", "detections_json", "bboxes")
     OUTPUT_TOOLTIPS = (
         "the input, black outside the mask",
         "one merged mask per input frame",
         "every object with its mask: connect 'ObjectMasks (segment anything)' for one mask per object",
         "[{frame, label, score, box_xyxy, mask_area}, ...]",
+        "per frame, [{x, y, width, height, score, label}, ...] in pixels: ComfyUI's core boxes (DrawBBoxes, CropByBBoxes, ...)",
     )
 
     def main(
-        self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0, precision="fp32"
-    ):
+        self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0, precision="fp32",
+        exclude="",
+    ):  # fmt: skip
         if not isinstance(grounding_dino_model, GroundingDinoDetector):
             raise InputError("grounding_dino_model must come from a 'GroundingDinoModelLoader (segment anything)' node")
         segmenter = as_segmenter(sam_model)
@@ -156,10 +197,11 @@ class GroundingDinoSAMSegment:
         frames = to_uint8_frames(image)
         adapter.load_for_inference(grounding_dino_model, segmenter)
         hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0] * STEPS_PER_FRAME), check_cancel=adapter.cancel_check())
-        found = GroundedSam(grounding_dino_model, segmenter, precision).segment(frames, prompt, settings, hooks)
+        found = GroundedSam(grounding_dino_model, segmenter, precision).segment(frames, prompt, settings, hooks, exclude)
         merged = found.merged_masks()
         rgb = to_comfy_image(frames) * merged.unsqueeze(-1)
-        return (rgb, merged.float(), SegmentedObjects.of(found), json.dumps(found.to_json()))
+        objects = SegmentedObjects.of(found)
+        return (rgb, merged.float(), objects, json.dumps(found.to_json()), objects.bounding_boxes())
 
 
 class ObjectMasks:
@@ -175,9 +217,62 @@ class ObjectMasks:
     RETURN_NAMES = ("object_masks",)
 
     def main(self, detections: SegmentedObjects):
-        if not isinstance(detections, SegmentedObjects):
-            raise InputError("detections must come from a 'GroundingDinoSAMSegment (segment anything)' node")
-        return (detections.object_masks(),)
+        return (_segmented(detections).object_masks(),)
+
+
+class PreviewDetections:
+    """The frames with each object's mask in its own colour, its box and "label score" drawn on."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE", {"tooltip": "the image that went into the segment node"}), "detections": (DETECTIONS, {})}}
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("preview",)
+
+    def main(self, image, detections: SegmentedObjects):
+        objects = _segmented(detections)
+        frames = to_uint8_frames(image)
+        found = objects.detections
+        if frames.shape[0] != found.num_frames or tuple(frames.shape[1:3]) != found.image_size:
+            raise InputError(
+                f"the image ({frames.shape[0]} frame(s) of {frames.shape[1]}x{frames.shape[2]}) is not the one the objects were found in "
+                f"({found.num_frames} of {found.image_size[0]}x{found.image_size[1]}): connect the segment node's own input image"
+            )
+        return (to_comfy_image(torch.stack([draw_preview(frames[i], objects.frame(i)) for i in range(frames.shape[0])])),)
+
+
+class PickObjects:
+    """Some of the segment node's objects: of one label, the best k by score, or the k largest, frame by frame."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "detections": (DETECTIONS, {}),
+                "label": ("STRING", {"default": "", "tooltip": 'keep objects whose label holds these words ("ball", or "ball . dog"); empty keeps all'}),
+                "top_k": ("INT", {"default": 1, "min": 0, "max": 900, "tooltip": "per frame; 0 keeps every match"}),
+                "rank_by": (list(RANKINGS), {"default": "score", "tooltip": "score: the most confident first; area: the largest mask first"}),
+            }
+        }
+
+    CATEGORY = CATEGORY
+    FUNCTION = "main"
+    RETURN_TYPES = ("MASK", "MASK", DETECTIONS, BOUNDING_BOX)
+    RETURN_NAMES = ("object_masks", "mask", "detections", "bboxes")
+    OUTPUT_TOOLTIPS = (
+        "one mask per picked object, frame by frame, best first (one all-zero mask when none)",
+        "per frame, the picked objects in one mask",
+        "the picked objects, for ObjectMasks, PreviewDetections or another PickObjects",
+        "the picked objects' boxes in ComfyUI's core layout",
+    )
+
+    def main(self, detections: SegmentedObjects, label: str, top_k: int, rank_by: str):
+        objects = _segmented(detections)
+        picked = objects.select(pick_indices(objects.detections, objects.masks.areas(), label, top_k, rank_by))
+        return (picked.object_masks(), picked.merged_masks(), picked, picked.bounding_boxes())
 
 
 class InvertMask:
@@ -214,8 +309,12 @@ NODE_CLASS_MAPPINGS = {
     "InvertMask (segment anything)": InvertMask,
     "IsMaskEmpty": IsMaskEmptyNode,
     "ObjectMasks (segment anything)": ObjectMasks,
+    "PreviewDetections (segment anything)": PreviewDetections,
+    "PickObjects (segment anything)": PickObjects,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "IsMaskEmpty": "IsMaskEmpty",
     "ObjectMasks (segment anything)": "ObjectMasks (segment anything)",
+    "PreviewDetections (segment anything)": "PreviewDetections (segment anything)",
+    "PickObjects (segment anything)": "PickObjects (segment anything)",
 }

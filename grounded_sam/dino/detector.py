@@ -63,6 +63,32 @@ def phrase_for(token_mask: torch.Tensor, input_ids: list[int], tokenizer: BertTo
     return words.replace(".", "").strip()
 
 
+def phrase_spans(input_ids: list[int], tokenizer: BertTokenizer) -> list[range]:
+    """Token positions of each prompt phrase: the runs between [CLS], the '.' separators and [SEP]."""
+    breaks = set(tokenizer.all_special_ids) | {tokenizer.convert_tokens_to_ids(".")}
+    spans, start = [], None
+    for i, token in enumerate(input_ids):
+        if token in breaks:
+            if start is not None:
+                spans.append(range(start, i))
+            start = None
+        elif start is None:
+            start = i
+    if start is not None:
+        spans.append(range(start, len(input_ids)))
+    return spans
+
+
+def best_span(probs: torch.Tensor, spans: list[range]) -> int:
+    """Which prompt phrase a box belongs to: the one holding its highest-scoring token."""
+    return max(range(len(spans)), key=lambda k: float(probs[list(spans[k])].max()))
+
+
+def phrase_texts(input_ids: list[int], spans: list[range], tokenizer: BertTokenizer) -> list[str]:
+    """Each phrase as the tokenizer reads it back: a box's label when none of its tokens clears the text threshold."""
+    return [tokenizer.decode([input_ids[i] for i in span]).strip() for span in spans]
+
+
 class GroundingDinoDetector(ModelPlacement):
     """A loaded Grounding DINO with its tokenizer; ``detect`` is one frame, one prompt."""
 
@@ -128,7 +154,13 @@ class GroundingDinoDetector(ModelPlacement):
             order = nms(xyxy, scores, settings.nms_iou)
         if settings.max_detections:
             order = order[: settings.max_detections]
-        labels = tuple(phrase_for(probs[i] > settings.text_threshold, input_ids, self.tokenizer) for i in order.tolist())
+        spans = phrase_spans(input_ids, self.tokenizer)
+        phrase_index = [best_span(probs[i], spans) if spans else 0 for i in order.tolist()]
+        phrases = phrase_texts(input_ids, spans, self.tokenizer)
+        labels = tuple(
+            phrase_for(probs[i] > settings.text_threshold, input_ids, self.tokenizer) or (phrases[k] if phrases else "")
+            for i, k in zip(order.tolist(), phrase_index, strict=True)
+        )
         return Detections(
             boxes=xyxy[order].float(),
             scores=scores[order].float(),
@@ -136,4 +168,5 @@ class GroundingDinoDetector(ModelPlacement):
             frame_index=torch.zeros(len(order), dtype=torch.int64),
             image_size=image_size,
             num_frames=1,
+            phrase_index=torch.tensor(phrase_index, dtype=torch.int64),
         )

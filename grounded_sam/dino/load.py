@@ -9,6 +9,7 @@ import torch
 from transformers import GroundingDinoForObjectDetection
 
 from ..checkpoints import load_exact, read_state_dict
+from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from .convert import config_from_original, fill_unused_model_tensors, is_original_grounding_dino, rename_original_keys
 from .detector import GroundingDinoDetector
@@ -20,9 +21,16 @@ def describe(config) -> str:
     return {96: "Grounding DINO Swin-T", 128: "Grounding DINO Swin-B"}.get(swin.embed_dim, f"Grounding DINO Swin({swin.embed_dim})")
 
 
-def load_grounding_dino(path: str | Path) -> GroundingDinoDetector:
-    """``groundingdino_swint_ogc.pth`` / ``groundingdino_swinb_cogcoor.pth`` (or their safetensors), or a folder."""
-    path = Path(path)
+def load_grounding_dino(path: str | Path, device: str | torch.device = "auto") -> GroundingDinoDetector:
+    """``groundingdino_swint_ogc.pth`` / ``groundingdino_swinb_cogcoor.pth`` (or their safetensors), or a folder.
+
+    ``device``: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps".
+    """
+    target = resolve_device(device)  # a device that does not exist fails before the file is read
+    return _load(Path(path)).to(target)
+
+
+def _load(path: Path) -> GroundingDinoDetector:
     if path.is_dir():
         return _load_transformers_folder(path)
     state = read_state_dict(path)

@@ -11,6 +11,7 @@ from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
 from ..checkpoints import load_exact, read_state_dict
+from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .segmenter import SamSegmenter
@@ -36,9 +37,16 @@ def build_sam_model(arch: SamArchitecture) -> SamModel | SamHQModel:
     return model.eval()
 
 
-def load_sam(path: str | Path) -> SamSegmenter:
-    """A SAM checkpoint (Meta ``.pth``/``.safetensors``) or a transformers-format folder."""
-    path = Path(path)
+def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmenter:
+    """A SAM checkpoint (Meta ``.pth``/``.safetensors``) or a transformers-format folder.
+
+    ``device``: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps".
+    """
+    target = resolve_device(device)  # a device that does not exist fails before the file is read
+    return _load(Path(path)).to(target)
+
+
+def _load(path: Path) -> SamSegmenter:
     if path.is_dir():
         return _load_transformers_folder(path)
     state = read_state_dict(path)

@@ -111,13 +111,13 @@ class Library:
         self.pipeline = GroundedSam(load_grounding_dino(checkpoints["dino"]), load_sam(checkpoints["sam"]))
         self._results: dict[tuple, object] = {}
 
-    def segment(self, png: Path, prompt: str, threshold: float, text_threshold: float = 0.25, max_detections: int = 0):
+    def segment(self, png: Path, prompt: str, threshold: float, text_threshold: float = 0.25, max_detections: int = 0, exclude: str = ""):
         from grounded_sam import DetectionSettings
 
-        key = (png, prompt, threshold, text_threshold, max_detections)
+        key = (png, prompt, threshold, text_threshold, max_detections, exclude)
         if key not in self._results:
             settings = DetectionSettings(threshold, text_threshold, max_detections=max_detections or None)
-            self._results[key] = self.pipeline.segment(comfy_image(png), prompt, settings)
+            self._results[key] = self.pipeline.segment(comfy_image(png), prompt, settings, exclude=exclude)
         return self._results[key]
 
     def box_count(self, png: Path, prompt: str) -> int:
@@ -126,6 +126,14 @@ class Library:
         from grounded_sam.images import to_uint8_frames
 
         return len(self.pipeline.detector.detect(to_uint8_frames(comfy_image(png))[0], prompt, DetectionSettings(0.0, 0.0)))
+
+    def phrases_in_top(self, png: Path, prompt: str) -> list[int]:
+        """The prompt phrase of every query, best score first (no threshold, no NMS)."""
+        from grounded_sam import DetectionSettings
+        from grounded_sam.images import to_uint8_frames
+
+        frame = to_uint8_frames(comfy_image(png))[0]
+        return self.pipeline.detector.detect(frame, prompt, DetectionSettings(0.0, 0.0, nms_iou=None)).phrase_index.tolist()
 
     def scores(self, png: Path, prompt: str) -> torch.Tensor:
         """Every query's score, best first (no threshold, no NMS)."""

@@ -21,6 +21,10 @@ from PIL import Image
 from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME
 
 SEGMENT = "GroundingDinoSAMSegment (segment anything)"
+PREVIEW = "PreviewDetections (segment anything)"
+PICK = "PickObjects (segment anything)"
+# DrawBBoxes (ComfyUI 0.33's core node) draws every box in one of these colours
+CORE_BOX_COLOURS = {(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 165, 0), (128, 0, 128), (0, 255, 255), (255, 20, 147), (100, 149, 237)}
 PROMPT = "person . bus"
 SECOND_PROMPT = "a window . the wheel"
 WORKFLOWS = Path(__file__).resolve().parent / "workflows"
@@ -151,6 +155,9 @@ def test_nodes_register_with_the_seed_sockets(server):
     assert segment["output"][:2] == ["IMAGE", "MASK"] and segment["category"] == "segment_anything"
     for node in ("SAMModelLoader (segment anything)", "GroundingDinoModelLoader (segment anything)", "InvertMask (segment anything)", "IsMaskEmpty"):
         assert node in info
+    assert segment["output"] == ["IMAGE", "MASK", "GROUNDED_SAM_DETECTIONS", "STRING", "BOUNDING_BOX"]
+    assert segment["input_order"]["optional"] == ["text_threshold", "max_detections", "precision", "exclude"]  # appended: old widget order holds
+    assert info[PREVIEW]["output"] == ["IMAGE"] and info[PICK]["output"] == ["MASK", "MASK", "GROUNDED_SAM_DETECTIONS", "BOUNDING_BOX"]
     sam_choices = info["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     dino_choices = info["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     assert sam_choices[0] == SAM_FILE and "sam_vit_b (375MB)" in sam_choices
@@ -413,3 +420,108 @@ def test_many_objects_cost_little_memory_when_unused(server, main_case):
     measure(server.version, "many objects RSS", objects=objects, rss_before_mib=round(before), rss_after_mib=round(after),
             rss_after_object_masks_mib=round(with_float_masks), float32_object_masks_mib=round(float_mib),
             packed_object_masks_mib=round(float_mib / 32, 1), seconds=round(run.seconds, 1))  # fmt: skip
+
+
+# --- issue 11: preview, core boxes, exclusion, picking ------------------------------------------------
+
+
+def test_preview_node_draws_the_objects(server, main_case):
+    """segment -> PreviewDetections(image, detections) -> SaveImage: the library's picture of the same objects."""
+    from grounded_sam.images import load_image_file
+    from grounded_sam.preview import draw_preview
+
+    g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"])
+    load = g.nodes[ids["segment"]]["inputs"]["image"]
+    preview = g.add(PREVIEW, image=load, detections=[ids["segment"], 2])
+    saved = g.add("SaveImage", images=[preview, 0], filename_prefix="preview")
+    run = server.run(g.nodes)
+    assert_success(run)
+    (picture,) = saved_pngs(server, run, saved)
+    frame = load_image_file(main_case["png"])[0]
+    expected = draw_preview(frame, main_case["expected"]).numpy()
+    assert picture.shape == expected.shape
+    close = (np.abs(picture.astype(int) - expected.astype(int)) <= 1).all(axis=-1).mean()
+    changed = (picture != frame.numpy()).any(axis=-1).mean()
+    assert close >= 0.999 and changed > 0.01, (close, changed)
+    measure(server.version, "preview node", seconds=round(run.seconds, 1), pixels_equal_to_library=round(float(close), 5))
+
+
+def test_bounding_boxes_in_the_core_layout(server, main_case):
+    """The bboxes output as ComfyUI's core BOUNDING_BOX list; on 0.33 it feeds the core DrawBBoxes node."""
+    g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"])
+    text = g.add("PreviewAny", source=[ids["segment"], 4])
+    core = "DrawBBoxes" in server.object_info()
+    if core:
+        load = g.nodes[ids["segment"]]["inputs"]["image"]
+        drawn = g.add("SaveImage", images=[g.add("DrawBBoxes", image=load, bboxes=[ids["segment"], 4]), 0], filename_prefix="core_boxes")
+    run = server.run(g.nodes)
+    assert_success(run)
+    (frame_boxes,) = json.loads(preview_text(run, text))  # one list per frame
+    expected = main_case["expected"]
+    assert [b["label"] for b in frame_boxes] == list(expected.labels)
+    h, w = expected.image_size
+    for box, want, score in zip(frame_boxes, expected.boxes.tolist(), expected.scores.tolist(), strict=True):
+        xyxy = [box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]]
+        assert max(abs(a - b) / s for a, b, s in zip(xyxy, want, (w, h, w, h), strict=True)) < 1e-3
+        assert abs(box["score"] - score) < 1e-3 and 0 <= box["x"] and box["x"] + box["width"] <= w + 1e-3
+    if core:
+        (picture,) = saved_pngs(server, run, drawn)
+        best = frame_boxes[0]  # drawn last (DrawBBoxes draws by rising score), so nothing covers its corner
+        corner = tuple(int(v) for v in picture[int(best["y"]) + 1, int(best["x"]) + 1][:3])
+        assert corner in CORE_BOX_COLOURS, corner
+    assert server.version == "0.3.75" or core, "ComfyUI 0.33 must have the core DrawBBoxes node"
+    measure(server.version, "bboxes output" + (" -> core DrawBBoxes" if core else ""), boxes=len(frame_boxes))
+
+
+@pytest.fixture(scope="session")
+def exclusion_case(library, input_pngs):
+    """A prompt pair whose both phrases own some of the few best boxes (random weights favour some phrases)."""
+    png = input_pngs["bus"]
+    for keep, leave in (("person", "bus"), ("bus", "person"), ("window", "wheel"), ("a wheel", "a window"), ("sign", "tree")):
+        phrases = library.phrases_in_top(png, f"{keep} . {leave}")
+        count = next((k for k in range(1, 41) if set(phrases[:k]) == {0, 1}), None)
+        if count is not None:
+            return png, keep, leave, threshold_for(library, png, f"{keep} . {leave}", count + 2)
+    raise AssertionError("no prompt pair whose phrases both own one of the 40 best boxes")
+
+
+def test_exclude_cuts_the_excluded_objects_out(server, library, exclusion_case):
+    png, keep, leave, threshold = exclusion_case
+    expected = library.segment(png, keep, threshold, exclude=leave)
+    everything = library.segment(png, f"{keep} . {leave}", threshold)
+    assert len(expected) > 0 and set(everything.phrase_index.tolist()) == {0, 1}, "both phrases must own boxes for this to mean anything"
+    g, ids = segment_graph([png.name], keep, threshold, exclude=leave)
+    ids = save_outputs(g, ids, "exclude", image=False, objects=True, json_out=True)
+    run = server.run(g.nodes)
+    assert_success(run)
+    assert_same_detections(json.loads(preview_text(run, ids["json"])), expected, expected.image_size)
+    merged = saved_masks(server, run, ids["save_mask"])
+    assert iou(merged, expected.merged_masks()) >= 0.999
+    for got, want in zip(saved_masks(server, run, ids["save_objects"]), expected.masks, strict=True):
+        assert iou(got, want) >= 0.999
+    measure(server.version, "exclude", seconds=round(run.seconds, 1), kept=len(expected))
+
+
+def test_pick_objects_by_area(server, main_case):
+    from grounded_sam.picking import pick_objects
+
+    expected = pick_objects(main_case["expected"], top_k=2, rank_by="area")
+    g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"])
+    pick = g.add(PICK, detections=[ids["segment"], 2], label="", top_k=2, rank_by="area")
+    masks = g.add("SaveImage", images=[g.add("MaskToImage", mask=[pick, 0]), 0], filename_prefix="picked")
+    merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[pick, 1]), 0], filename_prefix="picked_merged")
+    boxes = g.add("PreviewAny", source=[pick, 3])
+    by_label = g.add("PreviewAny", source=[g.add(PICK, detections=[ids["segment"], 2], label="person", top_k=0, rank_by="score"), 3])
+    run = server.run(g.nodes)
+    assert_success(run)
+    got = saved_masks(server, run, masks)
+    assert got.shape[0] == len(expected) == 2
+    areas = [int(m.sum()) for m in got]
+    assert areas == sorted(areas, reverse=True)
+    for mask, want in zip(got, expected.masks, strict=True):
+        assert iou(mask, want) >= 0.999
+    assert iou(saved_masks(server, run, merged), expected.merged_masks()) >= 0.999
+    assert [b["label"] for b in json.loads(preview_text(run, boxes))[0]] == list(expected.labels)
+    people = json.loads(preview_text(run, by_label))[0]
+    assert [b["label"] for b in people] == [label for label in main_case["expected"].labels if "person" in label.split()]
+    measure(server.version, "pick objects", seconds=round(run.seconds, 1))
