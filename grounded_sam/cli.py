@@ -107,7 +107,7 @@ def _find_models(args: argparse.Namespace) -> tuple[Path, Path]:
     from .model_files import is_known, resolve_model
 
     wanted = {"Grounding DINO (--dino)": (args.dino, DINO_FOLDER), "SAM (--sam)": (args.sam, SAM_FOLDER)}
-    dirs = {folder: [args.models_dir / folder] if args.models_dir else [] for _, folder in wanted.values()}
+    dirs = {folder: [args.models_dir / folder] for _, folder in wanted.values()}
     found, to_fetch, problems = {}, [], []
     for role, (name, folder) in wanted.items():
         try:

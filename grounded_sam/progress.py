@@ -28,8 +28,7 @@ class ImagesBar:
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} images [{elapsed}<{remaining}, {rate_fmt}]{postfix}",
         )
-        self._stage = ""
-        self._name = ""
+        self._shown = ("", "")  # (image, stage) in the postfix now
 
     def __enter__(self) -> ImagesBar:
         return self
@@ -43,15 +42,14 @@ class ImagesBar:
 
     def image(self, index: int, name: str) -> RunHooks:
         """Hooks for image ``index``: progress within it and its stage go to the bar."""
-        self._name = name
 
         def on_progress(done: int, total: int) -> None:
             self._move_to(index + done / max(1, total))
 
         def on_stage(stage: str) -> None:
-            if stage != self._stage:
-                self._stage = stage
-                self.bar.set_postfix_str(f"{self._name}: {stage}", refresh=True)
+            if (name, stage) != self._shown:  # redraw only when it changes
+                self._shown = (name, stage)
+                self.bar.set_postfix_str(f"{name}: {stage}", refresh=True)
 
         self._move_to(index)
         return RunHooks(on_progress=on_progress, on_stage=on_stage)
