@@ -21,10 +21,12 @@ def test_one_pixel_image_and_the_node_survives_bad_input(detector, segmenter):
         node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), "  ", 0.3)
     with pytest.raises(InputError):
         node.main(detector, segmenter, torch.full((1, 3, 8, 8), 0.5), PROMPT, 0.3)
-    image, mask, found, detections = node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), PROMPT, 0.0, max_detections=1)
+    image, mask, found, detections, bboxes = node.main(detector, segmenter, torch.full((1, 1, 1, 3), 0.5), PROMPT, 0.0, max_detections=1)
     (objects,) = ObjectMasks().main(found)
     assert image.shape == (1, 1, 1, 3) and mask.shape == (1, 1, 1) and objects.shape == (1, 1, 1)
     assert len(json.loads(detections)) == 1
+    (box,) = bboxes[0]  # clipped to the one pixel there is
+    assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 1 and box["y"] + box["height"] <= 1
 
 
 def test_batch_of_64_frames_keeps_every_frame_in_order(detector, segmenter, batch_with_empty_middle):
@@ -33,7 +35,8 @@ def test_batch_of_64_frames_keeps_every_frame_in_order(detector, segmenter, batc
     node = GroundingDinoSAMSegment()
     singles = [node.main(detector, segmenter, images[i : i + 1], PROMPT, threshold)[1][0] for i in range(3)]
     assert singles[0].any() and not singles[1].any() and singles[2].any()
-    _, masks, _, detections = node.main(detector, segmenter, images[order], PROMPT, threshold)
+    _, masks, _, detections, bboxes = node.main(detector, segmenter, images[order], PROMPT, threshold)
+    assert len(bboxes) == 64 and [len(frame) > 0 for frame in bboxes] == [bool(singles[s].any()) for s in order]
     assert masks.shape == (64, 640, 640)
     for position, source in enumerate(order):
         assert torch.equal(masks[position], singles[source]), f"frame {position}"
@@ -48,7 +51,7 @@ PEAK_SCRIPT = textwrap.dedent(
     dino, sam = load_grounding_dino(sys.argv[1]), load_sam(sys.argv[2])
     image = torch.rand((1, 8000, 8000, 3))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    image_out, mask, found, _ = GroundingDinoSAMSegment().main(dino, sam, image, "person", 0.0, max_detections=2)
+    image_out, mask, found, _, _ = GroundingDinoSAMSegment().main(dino, sam, image, "person", 0.0, max_detections=2)
     out = (image_out, mask, *ObjectMasks().main(found))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"shapes": [list(t.shape) for t in out[:3]], "before_mib": before // 1024, "peak_mib": after // 1024}))
