@@ -25,6 +25,8 @@ _PUBLIC = {
     "SamSegmenter": ".sam.segmenter",
     "RunHooks": ".steps",
     "resolve_device": ".devices",
+    "label_dataset": ".labeling.runner",
+    "evaluate": ".labeling.evaluation",
 }
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "ModelNotFoundError",
     "RunHooks",
     "SamSegmenter",
+    "evaluate",
+    "label_dataset",
     "load_grounding_dino",
     "load_sam",
     "resolve_device",
@@ -48,6 +52,8 @@ if TYPE_CHECKING:
     from .dino.detector import DetectionSettings, GroundingDinoDetector
     from .dino.load import load_grounding_dino
     from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+    from .labeling.evaluation import evaluate
+    from .labeling.runner import label_dataset
     from .pipeline import GroundedSam
     from .records import Detections
     from .sam.load import load_sam

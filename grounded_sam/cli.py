@@ -17,6 +17,14 @@ from pathlib import Path
 
 from .devices import DEVICE_CHOICES_HELP, PRECISION_CHOICES
 from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+from .labeling.commands import (
+    add_eval_arguments,
+    add_label_arguments,
+    add_merge_arguments,
+    run_eval,
+    run_label,
+    run_merge,
+)
 from .model_files import DINO_FOLDER, MODELS_DIR_ENV, SAM_FOLDER, default_models_dir
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
@@ -37,9 +45,27 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: ...)" only where there is a default worth showing (not for flags or required options)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or action.required:
+        if action.default in (None, False, "") or action.required:
             return action.help or ""
         return super()._get_help_string(action)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The models and detection settings, the same for every command that runs the models."""
+    parser.add_argument("--dino", required=True, help="Grounding DINO file/folder, or a model name in --models-dir")
+    parser.add_argument("--sam", required=True, help="SAM file/folder, or a model name in --models-dir")
+    parser.add_argument("--models-dir", type=Path, default=default_models_dir() or Path("models"),
+                        help=f"a ComfyUI-style models folder: <dir>/grounding-dino, <dir>/sams (env {MODELS_DIR_ENV} sets the default)")
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES_HELP}; auto is CUDA, then MPS, then the CPU")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="fp32 is exact; bf16/fp16 are faster on GPUs, masks differ slightly; auto is bf16 on GPUs "
+                             "that run it fast (CUDA compute capability >= 8.0), else fp32; fp16 on a CPU runs as fp32")
+    parser.add_argument("--box-threshold", type=float, default=0.3, help="keep boxes scoring above this")
+    parser.add_argument("--text-threshold", type=float, default=0.25, help="prompt words scoring above this make a box's label")
+    parser.add_argument("--nms-iou", type=float, default=0.7, help="non-maximum suppression IoU; 1.0 disables it")
+    parser.add_argument("--max-detections", type=int, default=0, help="keep the best N per image; 0 keeps every detection")
+    parser.add_argument("--no-download", action="store_true", help="never download a missing known model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (results are still printed per image)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,23 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="image files or folders (a folder's images are taken recursively; outputs keep the folder layout)")
     seg.add_argument("--prompt", required=True, help='objects to find, separated by " . ", e.g. "dog . red ball"')
     seg.add_argument("--exclude", default="", help='things to leave out, e.g. "bag . shadow": found in the same pass and cut out of every mask')
-    seg.add_argument("--dino", required=True, help="Grounding DINO file/folder, or a model name in --models-dir")
-    seg.add_argument("--sam", required=True, help="SAM file/folder, or a model name in --models-dir")
     seg.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    seg.add_argument("--models-dir", type=Path, default=default_models_dir() or Path("models"),
-                     help=f"a ComfyUI-style models folder: <dir>/grounding-dino, <dir>/sams (env {MODELS_DIR_ENV} sets the default)")
-    seg.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES_HELP}; auto is CUDA, then MPS, then the CPU")
-    seg.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                     help="fp32 is exact; bf16/fp16 are faster on GPUs, masks differ slightly; auto is bf16 on GPUs "
-                          "that run it fast (CUDA compute capability >= 8.0), else fp32; fp16 on a CPU runs as fp32")
-    seg.add_argument("--box-threshold", type=float, default=0.3, help="keep boxes scoring above this")
-    seg.add_argument("--text-threshold", type=float, default=0.25, help="prompt words scoring above this make a box's label")
-    seg.add_argument("--nms-iou", type=float, default=0.7, help="non-maximum suppression IoU; 1.0 disables it")
-    seg.add_argument("--max-detections", type=int, default=0, help="keep the best N per image; 0 keeps every detection")
+    _model_arguments(seg)
     seg.add_argument("--per-object", action="store_true", help="also write one mask PNG per detected object")
     seg.add_argument("--preview", action="store_true", help="also write <name>_preview.png: each object's mask, box and label drawn on the image")
-    seg.add_argument("--no-download", action="store_true", help="never download a missing known model")
-    seg.add_argument("--no-progress", action="store_true", help="no progress bar (results are still printed per image)")
+    label = sub.add_parser(
+        "label",
+        help="label a dataset: COCO (and YOLO) files, streamed, resumable, on one machine, shards or a Ray cluster",
+        description="Label every image with the objects named by --prompt (one category per phrase). Each image's result "
+                    "is written as it finishes (results.jsonl); re-running the same command resumes; bad images go to "
+                    "errors.jsonl; coco.json (and yolo/) are assembled at the end.",
+        formatter_class=_DefaultsHelp,
+    )
+    add_label_arguments(label, _model_arguments)
+    merge = sub.add_parser("merge", help="join the folders of --shard runs into one job", formatter_class=_DefaultsHelp)
+    add_merge_arguments(merge)
+    evaluate = sub.add_parser("eval", help="COCO mask and box AP of a labelling run against ground truth", formatter_class=_DefaultsHelp)
+    add_eval_arguments(evaluate)
     return parser
 
 
@@ -220,12 +246,20 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one readable line, not a source location
         try:
+            if args.command == "label":
+                return run_label(args, _find_models)
+            if args.command == "merge":
+                return run_merge(args)
+            if args.command == "eval":
+                return run_eval(args)
             return run_segment(args)
         except GroundedSamError as err:
             _error(str(err))
             return EXIT_NOTHING_RAN
         except KeyboardInterrupt:
-            _error("stopped; detections.json lists the images written so far")
+            done = "results.jsonl keeps every image labelled so far: run the same command to resume" if args.command == "label" \
+                else "detections.json lists the images written so far"
+            _error(f"stopped; {done}")
             return 130
 
 

@@ -121,7 +121,7 @@ def test_help_and_version_import_no_torch():
     script = (
         "import sys, contextlib, io\n"
         "from grounded_sam.cli import build_parser\n"
-        "for args in (['--help'], ['segment', '--help'], ['--version']):\n"
+        "for args in (['--help'], ['segment', '--help'], ['label', '--help'], ['merge', '--help'], ['eval', '--help'], ['--version']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
         "        build_parser().parse_args(args)\n"
         "    print(out.getvalue())\n"
@@ -130,6 +130,7 @@ def test_help_and_version_import_no_torch():
     text = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert "heavy: []" in text
     assert "(default: 0.3)" in text and "(default: auto)" in text and "image files or folders" in text
+    assert "--shard" in text and "--ray auto|ADDRESS" in text and "SHARD_DIR" in text and "--gt" in text
     assert f"grounded-sam {grounded_sam.__version__}" in text
 
 
