@@ -180,6 +180,62 @@ def model_gflops(ours: Ours, frame_u8: torch.Tensor) -> dict[str, float]:
     return result
 
 
+# --- new models against the ones they can replace, same image and prompt, same run ----------------
+
+
+def mm_grounding_dino_swin_t(folder: Path) -> Path:
+    """MM-Grounding-DINO Swin-T (BERT-base, 6+6 layers, 900 queries: transformers' defaults) with random weights."""
+    from transformers import BertTokenizer as Tokenizer
+    from transformers import (
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
+    )
+
+    from grounded_sam.dino.text import PACKAGED_VOCAB
+
+    model = MMGroundingDinoForObjectDetection(MMGroundingDinoConfig()).eval()
+    perturb(model, seed=5, scale=0.02)
+    model.save_pretrained(folder)
+    GroundingDinoProcessor(GroundingDinoImageProcessor(), Tokenizer(vocab=str(PACKAGED_VOCAB))).save_pretrained(folder)
+    return folder
+
+
+def new_model_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> list[dict]:
+    """Detection time of MM-Grounding-DINO Swin-T against Grounding DINO Swin-T (both ours), and of
+    MM-Grounding-DINO through transformers' own processor path (its reference)."""
+    from transformers import AutoProcessor, MMGroundingDinoForObjectDetection
+
+    folder = mm_grounding_dino_swin_t(work / "mm_grounding_dino_swin_t")
+    mm = load_grounding_dino(folder, "cpu")
+    processor = AutoProcessor.from_pretrained(folder)
+    stock = MMGroundingDinoForObjectDetection.from_pretrained(folder).eval()  # transformers' model as it ships, no caches
+    pil = Image.fromarray(frame_u8.numpy())
+    settings = DetectionSettings(0.3, 0.25, nms_iou=None)
+    text = ". ".join(p.strip() for p in PROMPTS[0].split(".")) + "."
+
+    def transformers_path() -> None:
+        inputs = processor(images=pil, text=text, return_tensors="pt")
+        with torch.inference_mode():
+            outputs = stock(**inputs)
+        processor.post_process_grounded_object_detection(outputs, inputs["input_ids"], threshold=0.3, text_threshold=0.25,
+                                                         target_sizes=[tuple(frame_u8.shape[:2])])  # fmt: skip
+
+    gdino_s = median_time(lambda: ours.detector.detect(frame_u8, PROMPTS[0], settings), repeats, ours.clear)
+    mm_s = median_time(lambda: mm.detect(frame_u8, PROMPTS[0], settings), repeats, mm.clear_caches)
+    hf_s = median_time(transformers_path, repeats)
+    rows = [
+        {"scenario": "detection: MM-Grounding-DINO Swin-T vs Grounding DINO Swin-T (ours, same image)",
+         "grounding_dino_s": gdino_s, "mm_grounding_dino_s": mm_s, "mm_over_grounding_dino": mm_s / gdino_s},
+        {"scenario": "detection: MM-Grounding-DINO Swin-T, transformers' processor path vs ours",
+         "reference_s": hf_s, "ours_s": mm_s, "ratio": hf_s / mm_s},
+    ]  # fmt: skip
+    print(f"  MM-Grounding-DINO Swin-T {mm_s:.3f}s vs Grounding DINO Swin-T {gdino_s:.3f}s ({mm_s / gdino_s:.2f}x the time); "
+          f"transformers' own path {hf_s:.3f}s (ratio {hf_s / mm_s:.2f}x)")  # fmt: skip
+    return rows
+
+
 # --- peak memory, one side per process ------------------------------------------------------
 
 
@@ -221,6 +277,8 @@ def main() -> None:
     parser.add_argument("--sam", choices=["vit_b", "vit_l", "vit_h"], default="vit_b")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument("--only", choices=["all", "models"], default="all",
+                        help="models: only the new-model rows (MM-Grounding-DINO against Grounding DINO)")
     parser.add_argument("--peak-rss-child", nargs=5, metavar=("SIDE", "DINO", "SAM", "BERT", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_rss_child:
@@ -255,6 +313,12 @@ def main() -> None:
         print(f"  {name:<34} ref {ref_s:8.3f}s  ours {ours_s:8.3f}s  ratio {ref_s / ours_s:5.2f}x" + "".join(f"  {k}={v}" for k, v in extra.items()))
 
     r = args.repeats
+    models = new_model_rows(work, ours, frame_u8, r)
+    if args.only == "models":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"repeats": r, "image_size": SIZE, "models": models}, indent=2))
+        print(f"wrote {args.out}")
+        return
     ref_masks = reference.frame(item, PROMPTS[0], boxes)
     ours_masks = ours.frame(frame_u8, PROMPTS[0], boxes)
     row("end to end, 1 image, 10 boxes", median_time(lambda: reference.frame(item, PROMPTS[0], boxes), r),
@@ -314,7 +378,7 @@ def main() -> None:
     print(f"  matmul: {machine['matmul_gflops_fp32']:.1f} GFLOP/s fp32, {machine['matmul_gflops_bf16']:.1f} GFLOP/s bf16")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"sam": args.sam, "repeats": r, "image_size": SIZE, "rows": rows, "bf16": bf16, "memory": memory, "gflops": flops, "machine": machine}
+    result = {"sam": args.sam, "repeats": r, "image_size": SIZE, "rows": rows, "models": models, "bf16": bf16, "memory": memory, "gflops": flops, "machine": machine}
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 

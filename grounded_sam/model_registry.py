@@ -67,6 +67,12 @@ class KnownRepo:
 KNOWN_REPOS: tuple[KnownRepo, ...] = (
     KnownRepo("grounding-dino-tiny (transformers)", DINO_FOLDER, "IDEA-Research/grounding-dino-tiny", "grounding-dino-tiny"),
     KnownRepo("grounding-dino-base (transformers)", DINO_FOLDER, "IDEA-Research/grounding-dino-base", "grounding-dino-base"),
+    *(
+        KnownRepo(f"mm_grounding_dino_{name} (transformers)", DINO_FOLDER, f"openmmlab-community/mm_grounding_dino_{name}",
+                  f"mm_grounding_dino_{name}")
+        for name in ("tiny_o365v1_goldg", "tiny_o365v1_goldg_grit", "tiny_o365v1_goldg_v3det", "tiny_o365v1_goldg_grit_v3det",
+                     "base_o365v1_goldg_v3det", "base_all", "large_o365v2_oiv6_goldg", "large_all")
+    ),  # MM-Grounding-DINO (Apache-2.0): Swin-T, Swin-B, Swin-L
     KnownRepo("sam-vit-base (transformers)", SAM_FOLDER, "facebook/sam-vit-base", "sam-vit-base"),
     KnownRepo("sam-vit-large (transformers)", SAM_FOLDER, "facebook/sam-vit-large", "sam-vit-large"),
     KnownRepo("sam-vit-huge (transformers)", SAM_FOLDER, "facebook/sam-vit-huge", "sam-vit-huge"),

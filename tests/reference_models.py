@@ -163,3 +163,26 @@ def save_original_release(model: torch.nn.Module, path: Path) -> Path:
     """The layout of ``groundingdino_swint_ogc.pth``: weights under "model" with a "module." prefix."""
     torch.save({"model": {"module." + k: v for k, v in model.state_dict().items()}}, path)
     return path
+
+
+def mm_grounding_dino_folder(folder: Path, seed: int = 0) -> Path:
+    """A small random MM-Grounding-DINO in the transformers layout of ``openmmlab-community/mm_grounding_dino_*``:
+    config, safetensors weights, and the processor (image processor and BERT tokenizer)."""
+    from transformers import (
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
+        SwinConfig,
+    )
+
+    torch.manual_seed(seed)
+    swin = SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=7, out_features=["stage2", "stage3", "stage4"])
+    bert = BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)
+    config = MMGroundingDinoConfig(backbone_config=swin, text_config=bert, encoder_layers=2, decoder_layers=2, num_queries=300,
+                                   encoder_ffn_dim=512, decoder_ffn_dim=512)  # fmt: skip
+    model = MMGroundingDinoForObjectDetection(config).eval()
+    perturb(model, seed, scale=0.02)
+    model.save_pretrained(folder)
+    GroundingDinoProcessor(GroundingDinoImageProcessor(), BertTokenizer(vocab=str(PACKAGED_VOCAB))).save_pretrained(folder)
+    return folder

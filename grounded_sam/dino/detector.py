@@ -92,8 +92,10 @@ def phrase_texts(input_ids: list[int], spans: list[range], tokenizer: BertTokeni
 class GroundingDinoDetector(ModelPlacement):
     """A loaded Grounding DINO with its tokenizer; ``detect`` is one frame, one prompt."""
 
-    def __init__(self, model: GroundingDinoForObjectDetection, tokenizer: BertTokenizer, name: str) -> None:
+    def __init__(self, model: GroundingDinoForObjectDetection, tokenizer: BertTokenizer, name: str, image_processor=None) -> None:  # noqa: ANN001
         self.model = model.eval()
+        # None: the original's resizing (PIL bilinear, short side 800); else a transformers image processor
+        self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.name = name
         self.backbone_cache = BackboneCache(model.model.backbone).cache
@@ -105,6 +107,8 @@ class GroundingDinoDetector(ModelPlacement):
 
     def preprocess(self, frame: torch.Tensor) -> torch.Tensor:
         """uint8 ``[H, W, 3]`` to normalised ``[1, 3, h, w]`` (PIL bilinear, as the original)."""
+        if self.image_processor is not None:
+            return self.image_processor(images=Image.fromarray(frame.numpy()), return_tensors="pt")["pixel_values"].float()
         height, width = frame.shape[:2]
         new_h, new_w = resized_shape(height, width)
         image = Image.fromarray(frame.numpy())

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import GroundingDinoForObjectDetection
+from transformers import AutoImageProcessor, GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection
 
 from ..checkpoints import load_exact, read_state_dict
 from ..devices import resolve_device
@@ -15,10 +15,17 @@ from .convert import config_from_original, fill_unused_model_tensors, is_origina
 from .detector import GroundingDinoDetector
 from .text import bert_tokenizer
 
+# transformers folders by their config's model_type: the model class and the family's name
+FOLDER_FAMILIES = {
+    "grounding-dino": (GroundingDinoForObjectDetection, "Grounding DINO"),
+    "mm-grounding-dino": (MMGroundingDinoForObjectDetection, "MM-Grounding-DINO"),
+}
 
-def describe(config) -> str:
+
+def describe(config, family: str = "Grounding DINO") -> str:
     swin = config.backbone_config
-    return {96: "Grounding DINO Swin-T", 128: "Grounding DINO Swin-B"}.get(swin.embed_dim, f"Grounding DINO Swin({swin.embed_dim})")
+    size = {96: "Swin-T", 128: "Swin-B", 192: "Swin-L"}.get(swin.embed_dim, f"Swin({swin.embed_dim})")
+    return f"{family} {size}"
 
 
 def load_grounding_dino(path: str | Path, device: str | torch.device = "auto") -> GroundingDinoDetector:
@@ -47,16 +54,32 @@ def _load(path: Path) -> GroundingDinoDetector:
 
 
 def _load_transformers_folder(path: Path) -> GroundingDinoDetector:
+    """A transformers folder: Grounding DINO (``IDEA-Research/grounding-dino-*``) or MM-Grounding-DINO
+    (``openmmlab-community/mm_grounding_dino_*``). MM-Grounding-DINO frames are prepared by the folder's
+    own image processor, as transformers' pipeline does; its text goes through the same tokenizer."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelNotFoundError(f"{path} is a folder without config.json: it is not a transformers Grounding DINO folder")
     model_type = json.loads(config_file.read_text()).get("model_type")
-    if model_type != "grounding-dino":
-        raise ModelFileError(f"{path} holds a {model_type!r} model, not Grounding DINO")
+    if model_type not in FOLDER_FAMILIES:
+        hint = " (a SAM folder: choose it in the SAM loader)" if str(model_type).startswith(("sam", "sam2", "sam3")) else ""
+        raise ModelFileError(f"{path} holds a {model_type!r} model, not Grounding DINO or MM-Grounding-DINO{hint}")
+    model_class, family = FOLDER_FAMILIES[model_type]
     try:
-        model = GroundingDinoForObjectDetection.from_pretrained(
-            path, local_files_only=True, use_safetensors=True, dtype=torch.float32
+        model, info = model_class.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True
         )
     except OSError as err:
-        raise ModelFileError(f"cannot load the Grounding DINO model in {path}: {err}") from err
-    return GroundingDinoDetector(model.eval(), bert_tokenizer(path), describe(model.config))
+        raise ModelFileError(f"cannot load the {family} model in {path}: {err}") from err
+    if info.get("missing_keys"):  # transformers would fill them with random values: refuse instead
+        missing = sorted(info["missing_keys"])
+        raise ModelFileError(
+            f"{path} is an incomplete {family} model: {len(missing)} tensor(s) missing, e.g. {missing[0]} (download it again)"
+        )
+    processor = None
+    if model_type == "mm-grounding-dino":
+        try:
+            processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+        except OSError as err:
+            raise ModelFileError(f"{path} has no image processor settings (preprocessor_config.json or processor_config.json): {err}") from err
+    return GroundingDinoDetector(model.eval(), bert_tokenizer(path), describe(model.config, family), image_processor=processor)

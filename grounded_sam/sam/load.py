@@ -75,7 +75,8 @@ def _load_transformers_folder(path: Path) -> SamSegmenter:
     model_type = json.loads(config_file.read_text()).get("model_type")
     classes = {"sam": SamModel, "sam_hq": SamHQModel}
     if model_type not in classes:
-        raise ModelFileError(f"{path} holds a {model_type!r} model, not SAM or HQ-SAM")
+        hint = " (a box detector: choose it in the Grounding DINO loader)" if "grounding" in str(model_type) else ""
+        raise ModelFileError(f"{path} holds a {model_type!r} model, not SAM or HQ-SAM{hint}")
     try:
         model = classes[model_type].from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=torch.float32)
     except OSError as err:

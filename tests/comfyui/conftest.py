@@ -36,6 +36,7 @@ PACK_FOLDER = "grounded-sam"  # what a clone of this repository is called in cus
 DINO_FILE = "groundingdino_swint_ogc.pth"
 SAM_FILE = "sam_vit_b_01ec64.pth"
 WRONG_FILE = "sam_file_in_the_dino_folder.pth"
+MM_FOLDER = "mm_grounding_dino_random"  # a transformers MM-Grounding-DINO folder (small, random weights)
 
 MEASURED: dict[str, dict] = {}  # version -> case -> figures
 OUTCOMES: list[tuple[str, str, str, float]] = []  # (version, case, outcome, seconds)
@@ -48,7 +49,13 @@ def measure(version: str, case: str, **figures) -> None:
 @pytest.fixture(scope="session")
 def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """Grounding DINO Swin-T (BERT-base, 6+6 layers) and SAM ViT-B with random weights, as released."""
-    from reference_models import bert_folder, original_grounding_dino, perturb, save_original_release
+    from reference_models import (
+        bert_folder,
+        mm_grounding_dino_folder,
+        original_grounding_dino,
+        perturb,
+        save_original_release,
+    )
     from segment_anything import sam_model_registry
 
     from grounded_sam.model_registry import known_model
@@ -62,6 +69,7 @@ def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
     paths = {"dino": work / DINO_FILE, "sam": work / SAM_FILE}
     save_at_size(torch.load(dino, weights_only=True), paths["dino"], known_model(DINO_FILE).size)
     save_at_size(sam.state_dict(), paths["sam"], known_model(SAM_FILE).size)
+    paths["mm"] = mm_grounding_dino_folder(work / MM_FOLDER)
     return paths
 
 
@@ -165,6 +173,7 @@ def install_models(tree: Path, checkpoints: dict[str, Path]) -> None:
     os.link(checkpoints["dino"], dino_dir / DINO_FILE)
     os.link(checkpoints["sam"], sam_dir / SAM_FILE)
     os.link(checkpoints["sam"], dino_dir / WRONG_FILE)
+    shutil.copytree(checkpoints["mm"], dino_dir / MM_FOLDER)
 
 
 @pytest.fixture(scope="session", params=VERSIONS)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 from client import ComfyServer, RejectedPrompt, Run
-from conftest import DINO_FILE, PACK_FOLDER, SAM_FILE, WRONG_FILE, measure
+from conftest import DINO_FILE, MM_FOLDER, PACK_FOLDER, SAM_FILE, WRONG_FILE, comfy_image, measure
 from PIL import Image
 
+from grounded_sam.images import to_uint8_frames
 from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME
 
 SEGMENT = "GroundingDinoSAMSegment (segment anything)"
@@ -525,3 +526,35 @@ def test_pick_objects_by_area(server, main_case):
     people = json.loads(preview_text(run, by_label))[0]
     assert [b["label"] for b in people] == [label for label in main_case["expected"].labels if "person" in label.split()]
     measure(server.version, "pick objects", seconds=round(run.seconds, 1))
+
+
+@pytest.fixture(scope="session")
+def mm_case(full_size_checkpoints, library, input_pngs):
+    """MM-Grounding-DINO (a transformers folder) for boxes, SAM ViT-B for masks, run by the library."""
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino
+
+    pipeline = GroundedSam(load_grounding_dino(full_size_checkpoints["mm"], "cpu"), library.pipeline.segmenter)
+    png = input_pngs["zidane"]
+    scores = pipeline.detector.detect(to_uint8_frames(comfy_image(png))[0], PROMPT, DetectionSettings(0.0, 0.0, nms_iou=None)).scores
+    gaps = [(float(scores[k - 1] - scores[k]), k) for k in range(8, 20)]
+    gap, k = max(gaps)
+    assert gap > 2e-4, "no gap in the scores to place a threshold in"
+    threshold = round(float(scores[k - 1] + scores[k]) / 2, 6)
+    return {"png": png, "threshold": threshold, "expected": pipeline.segment(comfy_image(png), PROMPT, DetectionSettings(threshold, 0.25))}
+
+
+def test_mm_grounding_dino_folder_in_the_loader(server, mm_case):
+    """An MM-Grounding-DINO transformers folder in models/grounding-dino: listed by the loader, run with SAM."""
+    choices = server.object_info()["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
+    assert MM_FOLDER in choices and "mm_grounding_dino_tiny_o365v1_goldg (transformers)" in choices
+    g, ids = segment_graph([mm_case["png"].name], PROMPT, mm_case["threshold"], dino=MM_FOLDER)
+    ids = save_outputs(g, ids, "mm", image=False, json_out=True)
+    run = server.run(g.nodes)
+    assert_success(run)
+    expected = mm_case["expected"]
+    assert len(expected) > 0
+    mask = saved_masks(server, run, ids["save_mask"])
+    assert iou(mask, expected.merged_masks()) >= 0.999
+    assert_same_detections(json.loads(preview_text(run, ids["json"])), expected, expected.image_size)
+    measure(server.version, "MM-Grounding-DINO + SAM", seconds=round(run.seconds, 1), objects=len(expected),
+            mask_iou=round(iou(mask, expected.merged_masks()), 5))  # fmt: skip
