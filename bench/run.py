@@ -202,9 +202,46 @@ def mm_grounding_dino_swin_t(folder: Path) -> Path:
     return folder
 
 
+def segmentation_time(segmenter, frame_u8: torch.Tensor, boxes: torch.Tensor, repeats: int) -> float:
+    """Encoder + masks for the boxes, caches cleared before each run."""
+    return median_time(lambda: segmenter.masks_for_boxes(segmenter.embed(frame_u8), boxes), repeats, segmenter.clear_caches)
+
+
+def sam2_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> list[dict]:
+    """SAM 2.1 tiny and base_plus (Meta's release files, random weights) against our SAM ViT-B, and against
+    Meta's ``SAM2ImagePredictor`` on the same weights: same image, same fixed boxes."""
+    from reference_models import meta_sam2, save_sam2_release
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    boxes = fixed_boxes(E2E_BOXES)
+    vit_b_s = segmentation_time(ours.segmenter, frame_u8, boxes, repeats)
+    rows = []
+    for size in ("tiny", "base_plus"):
+        model = meta_sam2(f"2.1-{size}", seed=7)
+        segmenter = load_sam(save_sam2_release(model, work / f"sam2.1_hiera_{size}.pt"), "cpu")
+        predictor = SAM2ImagePredictor(model)
+        image = frame_u8.numpy()
+
+        def meta(predictor=predictor, image=image) -> torch.Tensor:
+            predictor.set_image(image)
+            masks, _, _ = predictor.predict(box=boxes.numpy(), multimask_output=False)
+            return torch.from_numpy(masks[:, 0] > 0)
+
+        ours_s = segmentation_time(segmenter, frame_u8, boxes, repeats)
+        meta_s = median_time(meta, repeats)
+        iou = min_iou(meta(), segmenter.masks_for_boxes(segmenter.embed(frame_u8), boxes))
+        rows.append({"scenario": f"masks: SAM 2.1 {size} vs SAM ViT-B (ours, same image, {E2E_BOXES} boxes)",
+                     "sam_vit_b_s": vit_b_s, "sam2_s": ours_s, "sam2_over_vit_b": ours_s / vit_b_s})  # fmt: skip
+        rows.append({"scenario": f"masks: SAM 2.1 {size}, Meta's SAM2ImagePredictor vs ours",
+                     "reference_s": meta_s, "ours_s": ours_s, "ratio": meta_s / ours_s, "mask_iou_min": round(iou, 5)})  # fmt: skip
+        print(f"  SAM 2.1 {size} {ours_s:.3f}s vs SAM ViT-B {vit_b_s:.3f}s ({ours_s / vit_b_s:.2f}x the time); "
+              f"Meta's predictor {meta_s:.3f}s (ratio {meta_s / ours_s:.2f}x), mask IoU min {iou:.5f}")  # fmt: skip
+    return rows
+
+
 def new_model_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> list[dict]:
     """Detection time of MM-Grounding-DINO Swin-T against Grounding DINO Swin-T (both ours), and of
-    MM-Grounding-DINO through transformers' own processor path (its reference)."""
+    MM-Grounding-DINO through transformers' own processor path (its reference); then the SAM 2.1 rows."""
     from transformers import AutoProcessor, MMGroundingDinoForObjectDetection
 
     folder = mm_grounding_dino_swin_t(work / "mm_grounding_dino_swin_t")
@@ -233,7 +270,7 @@ def new_model_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int)
     ]  # fmt: skip
     print(f"  MM-Grounding-DINO Swin-T {mm_s:.3f}s vs Grounding DINO Swin-T {gdino_s:.3f}s ({mm_s / gdino_s:.2f}x the time); "
           f"transformers' own path {hf_s:.3f}s (ratio {hf_s / mm_s:.2f}x)")  # fmt: skip
-    return rows
+    return rows + sam2_rows(work, ours, frame_u8, repeats)
 
 
 # --- peak memory, one side per process ------------------------------------------------------
@@ -278,7 +315,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     parser.add_argument("--only", choices=["all", "models"], default="all",
-                        help="models: only the new-model rows (MM-Grounding-DINO against Grounding DINO)")
+                        help="models: only the new-model rows (MM-Grounding-DINO against Grounding DINO, SAM 2.1 against SAM ViT-B)")
     parser.add_argument("--peak-rss-child", nargs=5, metavar=("SIDE", "DINO", "SAM", "BERT", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_rss_child:

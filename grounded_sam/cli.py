@@ -53,7 +53,7 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """The models and detection settings, the same for every command that runs the models."""
     parser.add_argument("--dino", required=True, help="Grounding DINO file/folder, or a model name in --models-dir")
-    parser.add_argument("--sam", required=True, help="SAM file/folder, or a model name in --models-dir")
+    parser.add_argument("--sam", required=True, help="SAM, HQ-SAM, MobileSAM or SAM 2/2.1 file or folder, or a model name in --models-dir")
     parser.add_argument("--models-dir", type=Path, default=default_models_dir() or Path("models"),
                         help=f"a ComfyUI-style models folder: <dir>/grounding-dino, <dir>/sams (env {MODELS_DIR_ENV} sets the default)")
     parser.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES_HELP}; auto is CUDA, then MPS, then the CPU")

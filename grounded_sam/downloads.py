@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import ModelFileError, ModelNotFoundError
@@ -34,6 +36,8 @@ def download(model: KnownModel, folder: Path, on_progress: Callable[[int, int], 
         return target
     if offline():
         raise ModelNotFoundError(f"{model.filename} is missing and downloads are off (offline mode): {where_to_get(model, folder)}")
+    if model.hub_lfs and model.sha256 is None:
+        model = replace(model, **_hub_lfs_digest(model, folder))
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".{model.filename}.{uuid.uuid4().hex}.part"
     try:
@@ -43,6 +47,19 @@ def download(model: KnownModel, folder: Path, on_progress: Callable[[int, int], 
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def _hub_lfs_digest(model: KnownModel, folder: Path) -> dict:
+    """The sha256 and size the hub lists for a large file (its LFS object), to check the download against."""
+    from huggingface_hub import get_hf_file_metadata
+
+    try:
+        meta = get_hf_file_metadata(model.url, timeout=TIMEOUT_SECONDS)
+    except Exception as err:  # the hub client raises many types (HTTP, offline, timeouts)
+        raise ModelNotFoundError(f"could not reach {model.url} ({type(err).__name__}: {err}); {where_to_get(model, folder)}") from err
+    if not re.fullmatch(r"[0-9a-f]{64}", meta.etag or ""):
+        raise ModelFileError(f"the hub lists no sha256 for {model.url}, so a download could not be checked; {where_to_get(model, folder)}")
+    return {"sha256": meta.etag, "size": meta.size}
 
 
 def _fetch(model: KnownModel, partial: Path, on_progress: Callable[[int, int], None] | None) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 Old workflows store these display names as widget values, so they must keep resolving.
 Sizes and digests are the published ones; where a release only published an md5 we check that.
+Meta published no digest for SAM 2 / 2.1: those files come from the hub's copies, and the sha256
+the hub lists for them (their LFS object id) is read and checked when they are downloaded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ DINO_FOLDER = "grounding-dino"
 _META = "https://dl.fbaipublicfiles.com/segment_anything/"
 _HQ = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
 _DINO = "https://huggingface.co/ShilongLiu/GroundingDINO/resolve/main/"
+_HUB = "https://huggingface.co/"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,14 @@ class KnownModel:
     size: int | None = None
     sha256: str | None = None
     md5: str | None = None
+    hub_lfs: bool = False  # no published digest: check the hub's LFS sha256 for ``url`` at download time
+
+
+def _sam2(version: str, size: str, megabytes: int) -> KnownModel:
+    """Meta's SAM 2 / 2.1 release file, from its ``facebook/sam2*-hiera-*`` hub repo."""
+    filename = f"sam{version}_hiera_{size}.pt"
+    url = f"{_HUB}facebook/sam{version}-hiera-{size.replace('_', '-')}/resolve/main/{filename}"
+    return KnownModel(f"sam{version}_hiera_{size} ({megabytes}MB)", SAM_FOLDER, filename, url, hub_lfs=True)
 
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
@@ -47,6 +58,8 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
                693997677, "3b3ca2563c77c69f651d7bd133e97139c186df06231157a64c507099c52bc799"),
     KnownModel("GroundingDINO_SwinB (938MB)", DINO_FOLDER, "groundingdino_swinb_cogcoor.pth", _DINO + "groundingdino_swinb_cogcoor.pth",
                938057991, "46270f7a822e6906b655b729c90613e48929d0f2bb8b9b76fd10a856f3ac6ab7"),
+    *(_sam2("2.1", size, mb) for size, mb in (("tiny", 156), ("small", 184), ("base_plus", 324), ("large", 898))),
+    *(_sam2("2", size, mb) for size, mb in (("tiny", 156), ("small", 185), ("base_plus", 324), ("large", 898))),
 )  # fmt: skip
 
 
@@ -79,6 +92,10 @@ KNOWN_REPOS: tuple[KnownRepo, ...] = (
     KnownRepo("sam-hq-vit-base (transformers)", SAM_FOLDER, "syscv-community/sam-hq-vit-base", "sam-hq-vit-base"),
     KnownRepo("sam-hq-vit-large (transformers)", SAM_FOLDER, "syscv-community/sam-hq-vit-large", "sam-hq-vit-large"),
     KnownRepo("sam-hq-vit-huge (transformers)", SAM_FOLDER, "syscv-community/sam-hq-vit-huge", "sam-hq-vit-huge"),
+    *(
+        KnownRepo(f"sam2.1-hiera-{size} (transformers)", SAM_FOLDER, f"facebook/sam2.1-hiera-{size}", f"sam2.1-hiera-{size}")
+        for size in ("tiny", "small", "base-plus", "large")
+    ),
 )
 
 

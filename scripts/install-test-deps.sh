@@ -8,3 +8,6 @@ PY=${PYTHON:-python}
 "$PY" -m pip install -q ".[test]"  # not editable: an editable install of this flat layout warns on every install
 "$PY" -m pip install -q -r tests/reference-runtime.txt
 "$PY" -m pip install -q --no-deps -r tests/reference-requirements.txt
+# Meta's sam2 (the SAM 2 / 2.1 reference) is published as source only: build it against the torch
+# already here, without the CUDA extension its setup.py would try (the image path does not use it).
+SAM2_BUILD_CUDA=0 "$PY" -m pip install -q --no-deps --no-build-isolation sam2==1.1.0

@@ -186,3 +186,30 @@ def mm_grounding_dino_folder(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     GroundingDinoProcessor(GroundingDinoImageProcessor(), BertTokenizer(vocab=str(PACKAGED_VOCAB))).save_pretrained(folder)
     return folder
+
+
+# --- SAM 2 ------------------------------------------------------------------------------
+
+SAM2_CONFIGS = {  # Meta's release configs shipped in the sam2 package, by our name for the size
+    "2.1-tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "2.1-small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "2.1-base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "2.1-large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "2-tiny": "configs/sam2/sam2_hiera_t.yaml",
+    "2-base_plus": "configs/sam2/sam2_hiera_b+.yaml",
+}
+
+
+def meta_sam2(size: str = "2.1-tiny", seed: int = 0):
+    """Meta's SAM 2 model (``build_sam2``, the release architecture) with random weights."""
+    from sam2.build_sam import build_sam2
+
+    model = build_sam2(SAM2_CONFIGS[size], None, device="cpu")
+    perturb(model, seed, scale=0.02)
+    return model.eval()
+
+
+def save_sam2_release(model: torch.nn.Module, path: Path) -> Path:
+    """As Meta ships ``sam2.1_hiera_*.pt``: ``{"model": state_dict}``."""
+    torch.save({"model": model.state_dict()}, path)
+    return path

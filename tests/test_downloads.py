@@ -35,6 +35,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
 
+    def do_HEAD(self):  # noqa: N802 (http.server's naming)
+        """As the hub answers for an LFS file: its sha256 in X-Linked-Etag, its size in X-Linked-Size."""
+        digest = {"/lfs-ok": hashlib.sha256(PAYLOAD).hexdigest(), "/lfs-other": "ab" * 32}.get(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.send_header("ETag", '"0123abcd"')  # a git blob id, not a content sha256
+        if digest:
+            self.send_header("X-Linked-Etag", f'"{digest}"')
+            self.send_header("X-Linked-Size", str(len(PAYLOAD)))
+        self.end_headers()
+
     def log_message(self, *args):
         pass
 
@@ -114,6 +125,18 @@ def test_unreachable_server_fails_fast(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == []
 
 
+def test_hub_files_without_a_published_digest_are_checked_against_the_hubs_lfs_sha256(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once at import, under the suite's offline env
+    unpinned = {"sha256": None, "size": None, "hub_lfs": True}
+    assert download(model_at(server + "/lfs-ok", **unpinned), tmp_path).read_bytes() == PAYLOAD
+    with pytest.raises(ModelFileError, match="is corrupt .*sha256 [0-9a-f]{64} instead of (ab){32}"):
+        download(model_at(server + "/lfs-other", filename="other.pt", **unpinned), tmp_path)
+    with pytest.raises(ModelFileError, match="lists no sha256 for .*/plain, so a download could not be checked; put plain.pt in"):
+        download(model_at(server + "/plain", filename="plain.pt", **unpinned), tmp_path)
+    assert leftovers(tmp_path) == ["test.pth"]
+
+
 def test_resolve_reports_known_models_and_rejects_half_files(tmp_path):
     vit_b = next(m for m in KNOWN_MODELS if m.filename == "sam_vit_b_01ec64.pth")
     with pytest.raises(ModelNotFoundError, match="dl.fbaipublicfiles.com"):
@@ -126,9 +149,11 @@ def test_resolve_reports_known_models_and_rejects_half_files(tmp_path):
 def test_registry_entries_are_complete():
     names = {m.display_name for m in KNOWN_MODELS}
     assert {"sam_vit_h (2.56GB)", "sam_hq_vit_b (379MB)", "mobile_sam(39MB)", "GroundingDINO_SwinB (938MB)"} <= names
+    assert {"sam2.1_hiera_tiny (156MB)", "sam2.1_hiera_large (898MB)", "sam2_hiera_base_plus (324MB)"} <= names
     for model in KNOWN_MODELS:
         assert model.url.startswith("https://") and model.url.endswith(model.filename)
-        assert model.sha256 or model.md5, f"{model.filename} has no digest to verify"
+        assert model.sha256 or model.md5 or model.hub_lfs, f"{model.filename} has no digest to verify"
+        assert not model.hub_lfs or model.url.startswith("https://huggingface.co/facebook/sam2")
         assert model.sha256 is None or len(model.sha256) == 64
 
 

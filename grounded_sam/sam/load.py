@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import SamConfig, SamHQConfig, SamHQModel, SamModel
+from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
-from ..checkpoints import load_exact, read_state_dict
+from ..checkpoints import load_exact, missing_and_unexpected, read_state_dict
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
+from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size, rename_sam2_keys
+from .sam2_segmenter import Sam2Segmenter
 from .segmenter import SamSegmenter
 from .tiny_vit import TinyViTEncoder
 
@@ -37,8 +39,19 @@ def build_sam_model(arch: SamArchitecture) -> SamModel | SamHQModel:
     return model.eval()
 
 
+def build_sam2_model(arch: Sam2Architecture) -> Sam2Model:
+    """An uninitialised-weights SAM 2 image model of exactly the checkpoint's size."""
+    backbone = arch.backbone
+    vision = {
+        "backbone_config": {"model_type": "sam2_hiera_det_model", **backbone},
+        "backbone_channel_list": backbone["embed_dim_per_stage"][::-1],
+    }
+    return Sam2Model(Sam2Config(vision_config=vision)).eval()
+
+
 def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmenter:
-    """A SAM checkpoint (Meta ``.pth``/``.safetensors``) or a transformers-format folder.
+    """A SAM, HQ-SAM, MobileSAM or SAM 2/2.1 checkpoint (Meta ``.pth``/``.pt``/``.safetensors``)
+    or a transformers-format folder.
 
     ``device``: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps".
     """
@@ -52,7 +65,24 @@ def _load(path: Path) -> SamSegmenter:
     state = read_state_dict(path)
     if "bert.embeddings.word_embeddings.weight" in state or any(k.startswith("transformer.encoder.fusion") for k in state):
         raise ModelFileError(f"{path} is a Grounding DINO checkpoint, not SAM: choose it in the Grounding DINO loader")
+    if is_meta_sam2(state):
+        return _segmenter_from_sam2_state(state, path)
     return _segmenter_from_meta_state(state, path)
+
+
+def _segmenter_from_sam2_state(state: dict[str, torch.Tensor], source: Path) -> Sam2Segmenter:
+    arch = detect_sam2_architecture(state, str(source))
+    model = build_sam2_model(arch)
+    renamed = rename_sam2_keys(state)
+    missing = sorted(set(model.state_dict()) - set(renamed))
+    if missing:
+        raise ModelFileError(
+            f"{source} is incomplete: {len(missing)} {arch.name} tensors are missing ({', '.join(missing[:4])}, ...); "
+            "download it again"
+        )
+    missing_and_unexpected(set(model.state_dict()), set(renamed), source, arch.name)
+    load_exact(model, renamed, source, arch.name)
+    return Sam2Segmenter(model.float(), arch.name)
 
 
 def segmenter_from_meta_module(module: torch.nn.Module) -> SamSegmenter:
@@ -73,13 +103,22 @@ def _load_transformers_folder(path: Path) -> SamSegmenter:
     if not config_file.is_file():
         raise ModelNotFoundError(f"{path} is a folder without config.json: it is not a transformers SAM model folder")
     model_type = json.loads(config_file.read_text()).get("model_type")
-    classes = {"sam": SamModel, "sam_hq": SamHQModel}
+    classes = {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model, "sam2_video": Sam2Model}
     if model_type not in classes:
         hint = " (a box detector: choose it in the Grounding DINO loader)" if "grounding" in str(model_type) else ""
-        raise ModelFileError(f"{path} holds a {model_type!r} model, not SAM or HQ-SAM{hint}")
+        raise ModelFileError(f"{path} holds a {model_type!r} model, not SAM, HQ-SAM or SAM 2{hint}")
     try:
-        model = classes[model_type].from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+        model, info = classes[model_type].from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True
+        )
     except OSError as err:
         raise ModelFileError(f"cannot load the SAM model in {path}: {err}") from err
+    if info.get("missing_keys"):  # transformers would fill them with random values: refuse instead
+        missing = sorted(info["missing_keys"])
+        raise ModelFileError(f"{path} is an incomplete model: {len(missing)} tensor(s) missing, e.g. {missing[0]} (download it again)")
+    if isinstance(model, Sam2Model):
+        backbone = model.config.vision_config.backbone_config
+        return Sam2Segmenter(model, f"SAM 2 {release_size(backbone.hidden_size, backbone.blocks_per_stage)}")
     size = {768: "B", 1024: "L", 1280: "H"}.get(model.config.vision_config.hidden_size, "?")
     return SamSegmenter(model, f"{'HQ-SAM' if model_type == 'sam_hq' else 'SAM'} ViT-{size}")
+

@@ -37,6 +37,7 @@ DINO_FILE = "groundingdino_swint_ogc.pth"
 SAM_FILE = "sam_vit_b_01ec64.pth"
 WRONG_FILE = "sam_file_in_the_dino_folder.pth"
 MM_FOLDER = "mm_grounding_dino_random"  # a transformers MM-Grounding-DINO folder (small, random weights)
+SAM2_FILE = "sam2.1_hiera_tiny.pt"  # Meta's SAM 2.1 tiny release format, full size, random weights
 
 MEASURED: dict[str, dict] = {}  # version -> case -> figures
 OUTCOMES: list[tuple[str, str, str, float]] = []  # (version, case, outcome, seconds)
@@ -48,13 +49,15 @@ def measure(version: str, case: str, **figures) -> None:
 
 @pytest.fixture(scope="session")
 def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Grounding DINO Swin-T (BERT-base, 6+6 layers) and SAM ViT-B with random weights, as released."""
+    """Grounding DINO Swin-T (BERT-base, 6+6 layers), SAM ViT-B and SAM 2.1 tiny with random weights, as released."""
     from reference_models import (
         bert_folder,
+        meta_sam2,
         mm_grounding_dino_folder,
         original_grounding_dino,
         perturb,
         save_original_release,
+        save_sam2_release,
     )
     from segment_anything import sam_model_registry
 
@@ -70,6 +73,7 @@ def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
     save_at_size(torch.load(dino, weights_only=True), paths["dino"], known_model(DINO_FILE).size)
     save_at_size(sam.state_dict(), paths["sam"], known_model(SAM_FILE).size)
     paths["mm"] = mm_grounding_dino_folder(work / MM_FOLDER)
+    paths["sam2"] = save_sam2_release(meta_sam2("2.1-tiny", seed=5), work / SAM2_FILE)
     return paths
 
 
@@ -172,6 +176,7 @@ def install_models(tree: Path, checkpoints: dict[str, Path]) -> None:
         folder.mkdir(parents=True)
     os.link(checkpoints["dino"], dino_dir / DINO_FILE)
     os.link(checkpoints["sam"], sam_dir / SAM_FILE)
+    os.link(checkpoints["sam2"], sam_dir / SAM2_FILE)
     os.link(checkpoints["sam"], dino_dir / WRONG_FILE)
     shutil.copytree(checkpoints["mm"], dino_dir / MM_FOLDER)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from client import ComfyServer, RejectedPrompt, Run
-from conftest import DINO_FILE, MM_FOLDER, PACK_FOLDER, SAM_FILE, WRONG_FILE, comfy_image, measure
+from conftest import DINO_FILE, MM_FOLDER, PACK_FOLDER, SAM2_FILE, SAM_FILE, WRONG_FILE, comfy_image, measure
 from PIL import Image
 
 from grounded_sam.images import to_uint8_frames
@@ -161,7 +161,7 @@ def test_nodes_register_with_the_seed_sockets(server):
     assert info[PREVIEW]["output"] == ["IMAGE"] and info[PICK]["output"] == ["MASK", "MASK", "GROUNDED_SAM_DETECTIONS", "BOUNDING_BOX"]
     sam_choices = info["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     dino_choices = info["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
-    assert sam_choices[0] == SAM_FILE and "sam_vit_b (375MB)" in sam_choices
+    assert sam_choices[:2] == sorted([SAM_FILE, SAM2_FILE]) and "sam_vit_b (375MB)" in sam_choices  # files on disk first
     assert DINO_FILE in dino_choices and WRONG_FILE in dino_choices and "GroundingDINO_SwinT_OGC (694MB)" in dino_choices
 
 
@@ -558,3 +558,33 @@ def test_mm_grounding_dino_folder_in_the_loader(server, mm_case):
     assert_same_detections(json.loads(preview_text(run, ids["json"])), expected, expected.image_size)
     measure(server.version, "MM-Grounding-DINO + SAM", seconds=round(run.seconds, 1), objects=len(expected),
             mask_iou=round(iou(mask, expected.merged_masks()), 5))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def sam2_case(full_size_checkpoints, mm_case):
+    """MM-Grounding-DINO boxes, SAM 2.1 tiny masks (Meta's release file), run by the library on the mm case."""
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+
+    pipeline = GroundedSam(load_grounding_dino(full_size_checkpoints["mm"], "cpu"), load_sam(full_size_checkpoints["sam2"], "cpu"))
+    expected = pipeline.segment(comfy_image(mm_case["png"]), PROMPT, DetectionSettings(mm_case["threshold"], 0.25))
+    return {**mm_case, "expected": expected}
+
+
+def test_sam2_and_mm_grounding_dino_in_the_seed_nodes(server, sam2_case):
+    """SAM 2.1 (Meta's .pt in models/sams) with MM-Grounding-DINO, through the seed's loaders and segment node."""
+    choices = server.object_info()["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
+    assert SAM2_FILE in choices and "sam2.1_hiera_large (898MB)" in choices and "sam2.1-hiera-base-plus (transformers)" in choices
+    g, ids = segment_graph([sam2_case["png"].name], PROMPT, sam2_case["threshold"], sam=SAM2_FILE, dino=MM_FOLDER)
+    ids = save_outputs(g, ids, "sam2", image=False, objects=True, json_out=True)
+    run = server.run(g.nodes)
+    assert_success(run)
+    expected = sam2_case["expected"]
+    assert len(expected) > 0
+    assert_same_detections(json.loads(preview_text(run, ids["json"])), expected, expected.image_size)
+    objects = saved_masks(server, run, ids["save_objects"])
+    assert objects.shape[0] == len(expected)
+    ious = [iou(got, want) for got, want in zip(objects, expected.masks, strict=True)]
+    assert min(ious) >= 0.999, ious
+    assert iou(saved_masks(server, run, ids["save_mask"]), expected.merged_masks()) >= 0.999
+    measure(server.version, "SAM 2.1 + MM-Grounding-DINO", seconds=round(run.seconds, 1), objects=len(expected),
+            min_mask_iou=round(min(ious), 5))  # fmt: skip

@@ -1,0 +1,50 @@
+"""Boxes in, masks out with SAM 2 / 2.1: Meta's ``SAM2ImagePredictor`` steps around transformers' ``Sam2Model``.
+
+Unlike SAM 1, SAM 2 squeezes the whole frame to 1024x1024 (no aspect-preserving padding),
+normalises 0..1 pixels with ImageNet's statistics, and its decoder also reads two
+high-resolution feature maps; masks are upscaled from 256x256 straight to the frame.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import Sam2Model
+
+from .segmenter import ImageEmbedding, SamSegmenter
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Sam2Segmenter(SamSegmenter):
+    """SAM 2 or 2.1 (any Hiera size) with the same interface as SAM: embed once, decode any boxes."""
+
+    model: Sam2Model
+
+    def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 ``[H, W, 3]`` to ``[1, 3, S, S]``: torchvision's antialiased bilinear resize, as Meta's transforms."""
+        pixels = frame.permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+        size = (self.image_size, self.image_size)
+        pixels = F.interpolate(pixels, size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return (pixels - mean) / std, size
+
+    @torch.inference_mode()
+    def _embed(self, frame: torch.Tensor) -> ImageEmbedding:
+        pixels, input_size = self.preprocess(frame)
+        *high_res, embeddings = self.model.get_image_embeddings(pixels.to(self.device, self.dtype))
+        return ImageEmbedding(embeddings, tuple(high_res), input_size, (int(frame.shape[0]), int(frame.shape[1])))
+
+    def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
+        out = self.model(
+            image_embeddings=[*embedding.intermediate, embedding.embeddings],
+            input_boxes=boxes.unsqueeze(0),
+            multimask_output=False,
+        )
+        return out.pred_masks[0, :, 0]  # [n, 256, 256] logits
+
+    def _upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
+        x = F.interpolate(low_res.unsqueeze(1).float(), embedding.original_size, mode="bilinear", align_corners=False)
+        return x[:, 0] > 0.0
