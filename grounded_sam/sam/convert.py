@@ -118,6 +118,14 @@ def _vit_config(state: dict[str, torch.Tensor]) -> dict:
     }
 
 
+def first_rename(key: str, renames: tuple[tuple[re.Pattern[str], str], ...]) -> str:
+    """``key`` under the first (pattern, replacement) that matches it; unchanged when none does."""
+    for pattern, repl in renames:
+        if pattern.match(key):
+            return pattern.sub(repl, key, count=1)
+    return key
+
+
 def rename_meta_keys(state: dict[str, torch.Tensor], arch: SamArchitecture) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors under transformers' names (TinyViT keeps its own names)."""
     mlp_depth: dict[str, int] = {}
@@ -129,14 +137,10 @@ def rename_meta_keys(state: dict[str, torch.Tensor], arch: SamArchitecture) -> d
             out["shared_image_embedding.positional_embedding"] = value
             out["prompt_encoder.shared_embedding.positional_embedding"] = value
             continue
-        new = key
         if arch.encoder == "tiny_vit" and key.startswith("image_encoder."):
             new = "vision_encoder." + key.removeprefix("image_encoder.")
         else:
-            for pattern, repl in _RENAMES:
-                if pattern.match(key):
-                    new = pattern.sub(repl, key, count=1)
-                    break
+            new = first_rename(key, _RENAMES)
         out[new] = value
         if m := _MLP.match(new):
             mlp_depth[m.group(1)] = max(mlp_depth.get(m.group(1), 0), int(m.group(2)) + 1)

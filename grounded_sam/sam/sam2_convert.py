@@ -14,6 +14,7 @@ from itertools import pairwise
 import torch
 
 from ..errors import ModelFileError
+from .convert import first_rename
 
 _TRUNK = "image_encoder.trunk."
 _PATCH_PROBE = _TRUNK + "patch_embed.proj.weight"
@@ -139,12 +140,7 @@ def rename_sam2_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out["shared_image_embedding.positional_embedding"] = value
             out["prompt_encoder.shared_embedding.positional_embedding"] = value
             continue
-        new = key
-        for pattern, repl in _RENAMES:
-            if pattern.match(key):
-                new = pattern.sub(repl, key, count=1)
-                break
-        out[_ATTENTION_OUT.sub(r"\1.o_proj.", new)] = value
+        out[_ATTENTION_OUT.sub(r"\1.o_proj.", first_rename(key, _RENAMES))] = value
     if points:  # four [1, C] point-type embeddings are one [4, C] table in transformers
         out["prompt_encoder.point_embed.weight"] = torch.cat([points[i] for i in sorted(points)])
     return out
