@@ -122,3 +122,18 @@ def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
     if wrong:
         raise ModelFileError(f"{path} does not fit the {what} architecture: wrong shapes for " + "; ".join(wrong[:5]))
     model.load_state_dict(state, strict=True)
+
+
+def load_complete_folder(model_class: type, path: Path, what: str) -> torch.nn.Module:
+    """``model_class`` from a transformers folder (safetensors only, float32), refusing one with tensors
+    missing: transformers would fill them with random values."""
+    try:
+        model, info = model_class.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True
+        )
+    except OSError as err:
+        raise ModelFileError(f"cannot load the {what} model in {path}: {err}") from err
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise ModelFileError(f"{path} is an incomplete {what} model: {len(missing)} tensor(s) missing, e.g. {missing[0]} (download it again)")
+    return model

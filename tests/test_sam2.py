@@ -96,24 +96,38 @@ def test_grounded_sam_with_sam2_segments_every_detection(tiny, detector, zidane)
         assert iou(found.masks[i], expected[i]) >= 0.999
 
 
+def release_without(model, prefix: str, path):
+    """``model`` saved as Meta ships it, minus every tensor under ``prefix``."""
+    torch.save({"model": {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}}, path)
+    return path
+
+
 def test_incomplete_sam2_file_is_refused(tiny, tmp_path):
     model, _ = tiny
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("sam_mask_decoder.transformer.layers.1.")}
-    torch.save({"model": state}, tmp_path / "cut.pt")
+    cut = release_without(model, "sam_mask_decoder.transformer.layers.1.", tmp_path / "cut.pt")
     with pytest.raises(ModelFileError, match=r"cut\.pt is incomplete: \d+ SAM 2\.1 Hiera-T tensors are missing.*download it again"):
-        load_sam(tmp_path / "cut.pt")
-    blocks = {k: v for k, v in model.state_dict().items() if not k.startswith("image_encoder.trunk.")}
-    torch.save({"model": blocks}, tmp_path / "no_encoder.pt")
+        load_sam(cut)
+    no_encoder = release_without(model, "image_encoder.trunk.", tmp_path / "no_encoder.pt")
     with pytest.raises(ModelFileError, match=r"is incomplete: it has no SAM 2 tensor 'image_encoder\.trunk\.patch_embed"):
-        load_sam(tmp_path / "no_encoder.pt")
+        load_sam(no_encoder)
+
+
+def test_incomplete_sam2_folder_is_refused_not_filled_with_random_weights(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, path = tiny
+    load_sam(path, "cpu").model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("mask_decoder.iou_prediction_head.")}, weights)
+    with pytest.raises(ModelFileError, match=r"is an incomplete SAM model: 6 tensor\(s\) missing, e\.g\. mask_decoder\.iou_prediction_head"):
+        load_sam(tmp_path)
 
 
 def test_unknown_sam2_size_is_named(tiny, tmp_path):
-    model, _ = tiny
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("image_encoder.trunk.blocks.11.")}
-    torch.save({"model": state}, tmp_path / "pruned.pt")
+    pruned = release_without(tiny[0], "image_encoder.trunk.blocks.11.", tmp_path / "pruned.pt")
     with pytest.raises(ModelFileError, match=r"unknown size \(Hiera width 96, blocks per stage \[1, 2, 7, 1\]\)"):
-        load_sam(tmp_path / "pruned.pt")
+        load_sam(pruned)
 
 
 def test_sam2_files_in_the_grounding_dino_loader_are_sent_to_the_sam_loader(tiny, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection
 
-from ..checkpoints import load_exact, read_state_dict
+from ..checkpoints import load_complete_folder, load_exact, read_state_dict
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from .convert import config_from_original, fill_unused_model_tensors, is_original_grounding_dino, rename_original_keys
@@ -65,17 +65,7 @@ def _load_transformers_folder(path: Path) -> GroundingDinoDetector:
         hint = " (a SAM folder: choose it in the SAM loader)" if str(model_type).startswith(("sam", "sam2", "sam3")) else ""
         raise ModelFileError(f"{path} holds a {model_type!r} model, not Grounding DINO or MM-Grounding-DINO{hint}")
     model_class, family = FOLDER_FAMILIES[model_type]
-    try:
-        model, info = model_class.from_pretrained(
-            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True
-        )
-    except OSError as err:
-        raise ModelFileError(f"cannot load the {family} model in {path}: {err}") from err
-    if info.get("missing_keys"):  # transformers would fill them with random values: refuse instead
-        missing = sorted(info["missing_keys"])
-        raise ModelFileError(
-            f"{path} is an incomplete {family} model: {len(missing)} tensor(s) missing, e.g. {missing[0]} (download it again)"
-        )
+    model = load_complete_folder(model_class, path, family)
     processor = None
     if model_type == "mm-grounding-dino":
         try:

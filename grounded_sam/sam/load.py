@@ -10,7 +10,7 @@ from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQMod
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
-from ..checkpoints import load_exact, missing_and_unexpected, read_state_dict
+from ..checkpoints import load_complete_folder, load_exact, read_state_dict
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
@@ -75,12 +75,11 @@ def _segmenter_from_sam2_state(state: dict[str, torch.Tensor], source: Path) -> 
     model = build_sam2_model(arch)
     renamed = rename_sam2_keys(state)
     missing = sorted(set(model.state_dict()) - set(renamed))
-    if missing:
+    if missing:  # a cut file: say so plainly (load_exact would list them as a misfit)
         raise ModelFileError(
             f"{source} is incomplete: {len(missing)} {arch.name} tensors are missing ({', '.join(missing[:4])}, ...); "
             "download it again"
         )
-    missing_and_unexpected(set(model.state_dict()), set(renamed), source, arch.name)
     load_exact(model, renamed, source, arch.name)
     return Sam2Segmenter(model.float(), arch.name)
 
@@ -107,15 +106,7 @@ def _load_transformers_folder(path: Path) -> SamSegmenter:
     if model_type not in classes:
         hint = " (a box detector: choose it in the Grounding DINO loader)" if "grounding" in str(model_type) else ""
         raise ModelFileError(f"{path} holds a {model_type!r} model, not SAM, HQ-SAM or SAM 2{hint}")
-    try:
-        model, info = classes[model_type].from_pretrained(
-            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True
-        )
-    except OSError as err:
-        raise ModelFileError(f"cannot load the SAM model in {path}: {err}") from err
-    if info.get("missing_keys"):  # transformers would fill them with random values: refuse instead
-        missing = sorted(info["missing_keys"])
-        raise ModelFileError(f"{path} is an incomplete model: {len(missing)} tensor(s) missing, e.g. {missing[0]} (download it again)")
+    model = load_complete_folder(classes[model_type], path, "SAM")
     if isinstance(model, Sam2Model):
         backbone = model.config.vision_config.backbone_config
         return Sam2Segmenter(model, f"SAM 2 {release_size(backbone.hidden_size, backbone.blocks_per_stage)}")
