@@ -11,7 +11,9 @@ one CPU each, so both runs use the machine's two cores.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--sam", required=True)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="label-throughput-"))
+    atexit.register(shutil.rmtree, work, True)  # gigabytes of model files
     n = make_images(work / "images")
     job = {"sources": work / "images", "prompt": "person . bus . car", "dino": args.dino, "sam": args.sam,
            "settings": DetectionSettings(0.3, 0.25, max_detections=10), "precision": "fp32"}  # fmt: skip

@@ -11,9 +11,11 @@ come from doing different work. Ratios are reference time / our time (> 1: we ar
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -324,6 +326,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="grounded-sam-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # gigabytes of model files
     print(f"building full-size models with random weights (Grounding DINO Swin-T + BERT-base, SAM {args.sam}) in {work}")
     bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
     ref_dino = original_grounding_dino(bert, enc=6, dec=6)
