@@ -275,6 +275,65 @@ def new_model_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int)
     return rows + sam2_rows(work, ours, frame_u8, repeats)
 
 
+def sam3_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> list[dict]:
+    """Full-size SAM 3 (Meta's release layout, random weights) in both sockets against our Grounding DINO Swin-T +
+    SAM ViT-B: same image, same prompt, then a second prompt on the same image; and SAM 3's text path against
+    Meta's ``Sam3Processor`` on the same weights."""
+    from reference_models import meta_sam3, meta_sam3_on_cpu, save_sam3_release
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, seed=9)
+    path = save_sam3_release(model, work / "sam3.pt")
+    sam3 = GroundedSam(load_grounding_dino(path, "cpu"), load_sam(path, "cpu"), "fp32")
+    grounded = GroundedSam(ours.detector, ours.segmenter, "fp32")
+    settings = DetectionSettings(0.3, 0.25, max_detections=E2E_BOXES)
+    repeats = min(repeats, 2)  # a full-size SAM 3 frame takes a minute or more on a small CPU
+
+    def end_to_end(pipeline: GroundedSam) -> float:
+        return median_time(lambda: pipeline.segment(frame_u8, PROMPTS[0], settings), repeats, pipeline.detector.clear_caches)
+
+    def second_prompt(pipeline: GroundedSam) -> float:
+        def once() -> float:
+            pipeline.detector.clear_caches()
+            pipeline.segmenter.clear_caches()
+            pipeline.segment(frame_u8, PROMPTS[0], settings)
+            start = time.perf_counter()
+            pipeline.segment(frame_u8, PROMPTS[1], settings)
+            return time.perf_counter() - start
+
+        return statistics.median(once() for _ in range(repeats))
+
+    def clear_both() -> None:
+        grounded.detector.clear_caches()
+        grounded.segmenter.clear_caches()
+
+    sam3_s, sam3_second = end_to_end(sam3), second_prompt(sam3)
+    grounded_s = median_time(lambda: grounded.segment(frame_u8, PROMPTS[0], settings), repeats, clear_both)
+    grounded_second = second_prompt(grounded)
+    phrase = PROMPTS[0].split(".")[0].strip()
+    pil = Image.fromarray(frame_u8.numpy())
+
+    def meta() -> None:
+        with meta_sam3_on_cpu():
+            processor = Sam3Processor(model, device="cpu", confidence_threshold=0.3)
+            processor.set_text_prompt(phrase, processor.set_image(pil))
+
+    meta_s = median_time(meta, repeats)
+    ours_s = median_time(lambda: sam3.detector.detect(frame_u8, phrase, DetectionSettings(0.3, nms_iou=None)), repeats, sam3.detector.clear_caches)
+    rows = [
+        {"scenario": f"end to end: SAM 3 in both sockets vs Grounding DINO Swin-T + SAM ViT-B (ours, same image and prompt, at most {E2E_BOXES} objects)",
+         "grounded_sam_s": grounded_s, "sam3_s": sam3_s, "sam3_over_grounded_sam": sam3_s / grounded_s},
+        {"scenario": "second prompt, same image: SAM 3 vs Grounding DINO Swin-T + SAM ViT-B",
+         "grounded_sam_s": grounded_second, "sam3_s": sam3_second, "sam3_over_grounded_sam": sam3_second / grounded_second},
+        {"scenario": f"SAM 3 text path, one phrase ({phrase!r}): Meta's Sam3Processor vs ours",
+         "reference_s": meta_s, "ours_s": ours_s, "ratio": meta_s / ours_s},
+    ]  # fmt: skip
+    print(f"  SAM 3 end to end {sam3_s:.2f}s vs Grounding DINO + SAM ViT-B {grounded_s:.2f}s ({sam3_s / grounded_s:.2f}x the time); "
+          f"second prompt {sam3_second:.2f}s vs {grounded_second:.2f}s; Meta's processor {meta_s:.2f}s vs ours {ours_s:.2f}s "
+          f"(ratio {meta_s / ours_s:.2f}x)")  # fmt: skip
+    return rows
+
+
 # --- peak memory, one side per process ------------------------------------------------------
 
 
@@ -316,8 +375,9 @@ def main() -> None:
     parser.add_argument("--sam", choices=["vit_b", "vit_l", "vit_h"], default="vit_b")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
-    parser.add_argument("--only", choices=["all", "models"], default="all",
-                        help="models: only the new-model rows (MM-Grounding-DINO against Grounding DINO, SAM 2.1 against SAM ViT-B)")
+    parser.add_argument("--only", choices=["all", "models", "sam3"], default="all",
+                        help="models: only the new-model rows (MM-Grounding-DINO against Grounding DINO, SAM 2.1 against SAM ViT-B, SAM 3); "
+                             "sam3: only the SAM 3 rows")
     parser.add_argument("--peak-rss-child", nargs=5, metavar=("SIDE", "DINO", "SAM", "BERT", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_rss_child:
@@ -353,8 +413,9 @@ def main() -> None:
         print(f"  {name:<34} ref {ref_s:8.3f}s  ours {ours_s:8.3f}s  ratio {ref_s / ours_s:5.2f}x" + "".join(f"  {k}={v}" for k, v in extra.items()))
 
     r = args.repeats
-    models = new_model_rows(work, ours, frame_u8, r)
-    if args.only == "models":
+    models = [] if args.only == "sam3" else new_model_rows(work, ours, frame_u8, r)
+    models += sam3_rows(work, ours, frame_u8, r)
+    if args.only in ("models", "sam3"):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"repeats": r, "image_size": SIZE, "models": models}, indent=2))
         print(f"wrote {args.out}")

@@ -130,10 +130,10 @@ class _DownloadBar:
 
 def _find_models(args: argparse.Namespace) -> tuple[Path, Path]:
     """Both model paths; every model that is missing (and cannot be fetched) is reported in one error."""
-    from .model_files import is_known, resolve_model
+    from .model_files import is_known, resolve_model, searched_folders
 
     wanted = {"Grounding DINO (--dino)": (args.dino, DINO_FOLDER), "SAM (--sam)": (args.sam, SAM_FOLDER)}
-    dirs = {folder: [args.models_dir / folder] for _, folder in wanted.values()}
+    dirs = {folder: [args.models_dir / name for name in searched_folders(folder)] for _, folder in wanted.values()}
     found, to_fetch, problems = {}, [], []
     for role, (name, folder) in wanted.items():
         try:

@@ -9,12 +9,26 @@ from pathlib import Path
 
 from .downloads import check_known_size, download, download_repo
 from .errors import ModelNotFoundError
-from .model_registry import DINO_FOLDER, KNOWN_MODELS, KNOWN_REPOS, SAM_FOLDER, KnownModel, known_model, known_repo
+from .model_registry import (
+    DINO_FOLDER,
+    KNOWN_MODELS,
+    KNOWN_REPOS,
+    SAM3_FOLDER,
+    SAM_FOLDER,
+    KnownModel,
+    known_model,
+    known_repo,
+)
 
-__all__ = ["DINO_FOLDER", "KNOWN_MODELS", "KNOWN_REPOS", "SAM_FOLDER", "KnownModel", "known_model"]
+__all__ = ["DINO_FOLDER", "KNOWN_MODELS", "KNOWN_REPOS", "SAM3_FOLDER", "SAM_FOLDER", "KnownModel", "known_model", "searched_folders"]
 
 MODELS_DIR_ENV = "GROUNDED_SAM_MODELS_DIR"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+
+
+def searched_folders(folder: str) -> list[str]:
+    """The model folders a loader looks in: its own, then SAM 3's (SAM 3 fills either socket)."""
+    return [folder, SAM3_FOLDER] if folder in (SAM_FOLDER, DINO_FOLDER) else [folder]
 
 
 def default_models_dir() -> Path | None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 SAM_FOLDER = "sams"
 DINO_FOLDER = "grounding-dino"
+# SAM 3 is both stages: its files are listed and found by both loaders (gated weights: never downloaded for you)
+SAM3_FOLDER = "sam3"
 
 _META = "https://dl.fbaipublicfiles.com/segment_anything/"
 _HQ = "https://huggingface.co/lkeab/hq-sam/resolve/main/"

@@ -16,6 +16,8 @@ from .exclusion import cut_out, prompt_phrases, split_excluded, with_exclusions
 from .images import to_uint8_frames
 from .records import Detections
 from .sam.segmenter import SamSegmenter
+from .sam3.detector import Sam3Detector
+from .sam3.segmenter import Sam3Segmenter
 from .steps import FrameSteps, RunHooks
 
 __all__ = ["AUTOCAST_DTYPES", "PRECISION_CHOICES", "GroundedSam", "RunHooks"]
@@ -33,7 +35,9 @@ class GroundedSam:
     where the models are (see ``devices.choose_precision``).
     """
 
-    def __init__(self, detector: GroundingDinoDetector, segmenter: SamSegmenter, precision: str = "auto") -> None:
+    def __init__(
+        self, detector: GroundingDinoDetector | Sam3Detector, segmenter: SamSegmenter | Sam3Segmenter, precision: str = "auto"
+    ) -> None:
         if precision not in PRECISION_CHOICES:  # rejected now, not mid-run
             raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
         self.detector = detector
@@ -46,6 +50,11 @@ class GroundedSam:
         self.detector.to(target)
         self.segmenter.to(target)
         return self
+
+    def one_pass(self) -> bool:
+        """True when the detector's masks are the result (SAM 3 as both stages): no second segmentation."""
+        segments = getattr(self.segmenter, "segments_detections_of", None)
+        return segments is not None and segments(self.detector)
 
     def effective_precision(self) -> str:
         """What ``precision`` means where the detector is now: "fp32", "bf16" or "fp16"."""
@@ -110,12 +119,15 @@ class GroundedSam:
             everything = Detections.concat([found, excluded], 1, found.image_size)
             if len(everything) == 0:
                 return found.with_masks(torch.zeros((0, *found.image_size), dtype=torch.bool))
-            steps.plan_segmentation(len(everything))
-            with steps.encoder(self.segmenter.model.vision_encoder):
-                embedding = self.segmenter.embed(frame)
-            masks = self.segmenter.masks_for_boxes(embedding, everything.boxes, on_chunk=steps.chunk_decoded)
-        # SAM is prompted with the model's boxes, as in the original Grounded-SAM (the masks stay
-        # comparable with it); what we report is clipped to the frame.
-        segmented = everything.with_masks(masks).clipped_to_image()
+            if self.one_pass():  # SAM 3 in both sockets: its detections carry its masks
+                segmented = everything.clipped_to_image()
+            else:
+                steps.plan_segmentation(len(everything))
+                with steps.encoder(self.segmenter.model.vision_encoder):
+                    embedding = self.segmenter.embed(frame)
+                masks = self.segmenter.masks_for_boxes(embedding, everything.boxes, on_chunk=steps.chunk_decoded)
+                # SAM is prompted with the model's boxes, as in the original Grounded-SAM (the masks stay
+                # comparable with it); what we report is clipped to the frame.
+                segmented = everything.with_masks(masks).clipped_to_image()
         kept = segmented.select(torch.arange(len(found)))
         return cut_out(kept, segmented.select(torch.arange(len(found), len(segmented))))

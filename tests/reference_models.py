@@ -6,9 +6,11 @@ gammas) are exercised too: a wrong mapping of any tensor changes the outputs.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
@@ -212,4 +214,95 @@ def meta_sam2(size: str = "2.1-tiny", seed: int = 0):
 def save_sam2_release(model: torch.nn.Module, path: Path) -> Path:
     """As Meta ships ``sam2.1_hiera_*.pt``: ``{"model": state_dict}``."""
     torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@contextlib.contextmanager
+def meta_sam3_on_cpu():
+    """Meta's ``sam3`` 0.1.4 assumes CUDA in three places that do not change the maths; on a CPU-only machine:
+
+    the sine position encodings precompute a cache on "cuda" (computed on demand instead), the
+    decoder precomputes its box-bias coordinates on "cuda" (made on the CPU), and the box
+    encoder pins memory (a no-op here).
+    """
+    from sam3.model import decoder
+    from sam3.model.position_encoding import PositionEmbeddingSine
+
+    position_init, coords = PositionEmbeddingSine.__init__, decoder.TransformerDecoder._get_coords
+
+    def no_precompute(self, *args, **kwargs):
+        position_init(self, *args, **{**kwargs, "precompute_resolution": None})
+
+    with (
+        mock.patch.object(PositionEmbeddingSine, "__init__", no_precompute),
+        mock.patch.object(decoder.TransformerDecoder, "_get_coords", staticmethod(lambda h, w, device: coords(h, w, "cpu"))),
+        mock.patch.object(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: self),
+    ):
+        yield
+
+
+def meta_sam3(depth: int = 2, global_blocks: tuple[int, ...] = (1,), text_layers: int = 2, interactive: bool = False, seed: int = 0):
+    """Meta's SAM 3 image model (``build_sam3_image_model``) with random weights, fewer ViT and text layers.
+
+    Everything else is the release architecture. ``interactive`` adds the tracker's box-to-mask head.
+    """
+    import sam3.model_builder as builder
+    from sam3.model import vitdet
+    from sam3.model.text_encoder_ve import VETextEncoder
+    from sam3.model.tokenizer_ve import SimpleTokenizer
+
+    from grounded_sam.sam3.text import PACKAGED_BPE
+
+    vit = vitdet.ViT
+
+    def reduced_vit(**kwargs):
+        return vit(**{**kwargs, "depth": depth, "global_att_blocks": global_blocks})
+
+    def reduced_text(bpe_path):
+        return VETextEncoder(tokenizer=SimpleTokenizer(bpe_path=bpe_path), d_model=256, width=1024, heads=16, layers=text_layers)
+
+    with meta_sam3_on_cpu(), mock.patch.object(builder, "ViT", reduced_vit), mock.patch.object(builder, "_create_text_encoder", reduced_text):
+        torch.manual_seed(seed)
+        model = builder.build_sam3_image_model(
+            bpe_path=str(PACKAGED_BPE), device="cpu", load_from_HF=False, enable_inst_interactivity=interactive
+        )
+    # A few tensors are left uninitialised (torch.empty) for the checkpoint to fill; the causal text mask is -inf by design.
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point() and not name.endswith("attn_mask") and not (torch.isfinite(tensor).all() and tensor.abs().max() < 1e3):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
+    perturb(model, seed, scale=0.01)  # larger noise makes a 1024-wide ViT's activations explode
+    return model.eval()
+
+
+def calibrate_sam3(model, frame: torch.Tensor, phrase: str = "person") -> None:
+    """Random weights give every query a mask of the whole frame and the same score, which would prove nothing.
+
+    Centre the per-pixel mask embedding on ``frame`` (masks then cover part of the frame) and
+    widen the query scores' spread. Still random weights, the same for both implementations.
+    """
+    from PIL import Image
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    seen = []
+    head = model.segmentation_head.instance_seg_head
+    hook = head.register_forward_hook(lambda _module, _args, out: seen.append(out))
+    with meta_sam3_on_cpu():
+        processor = Sam3Processor(model, device="cpu", confidence_threshold=0.0)
+        processor.set_text_prompt(phrase, processor.set_image(Image.fromarray(frame.numpy())))
+    hook.remove()
+    with torch.no_grad():
+        head.bias -= seen[0].mean(dim=(0, 2, 3))
+        model.dot_prod_scoring.hs_proj.weight *= 20
+        model.dot_prod_scoring.hs_proj.bias *= 20
+
+
+def save_sam3_release(model: torch.nn.Module, path: Path) -> Path:
+    """As Meta ships ``sam3.pt``: ``{"model": ...}`` with the image detector under ``detector.`` and the tracker under ``tracker.``."""
+    tracker = "inst_interactive_predictor.model."
+    state = {}
+    for name, tensor in model.state_dict().items():
+        state[f"tracker.{name[len(tracker):]}" if name.startswith(tracker) else f"detector.{name}"] = tensor
+    torch.save({"model": state}, path)
     return path

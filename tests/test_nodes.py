@@ -98,9 +98,11 @@ def test_adapter_without_comfyui(tmp_path, monkeypatch):
     (tmp_path / "sams").mkdir()
     (tmp_path / "sams" / "my_sam.pth").write_bytes(b"x")
     assert not adapter.in_comfyui()
-    assert adapter.model_search_dirs("sams") == [tmp_path / "sams"]
+    (tmp_path / "sam3").mkdir()
+    (tmp_path / "sam3" / "sam3.pt").write_bytes(b"x")
+    assert adapter.model_search_dirs("sams") == [tmp_path / "sams", tmp_path / "sam3"]
     choices = adapter.model_choices("sams")
-    assert choices[0] == "my_sam.pth" and "sam_vit_h (2.56GB)" in choices and "mobile_sam(39MB)" in choices
+    assert choices[:2] == ["my_sam.pth", "sam3.pt"] and "sam3.pt" in adapter.model_choices("grounding-dino") and "sam_vit_h (2.56GB)" in choices and "mobile_sam(39MB)" in choices
     assert adapter.progress_reporter(3) is None and adapter.cancel_check() is None
     adapter.load_for_inference(torch.nn.Linear(1, 1))  # no-op without ComfyUI
 
@@ -176,7 +178,8 @@ def test_adapter_inside_comfyui(tmp_path, monkeypatch, detector, segmenter, batc
     assert fp.folder_names_and_paths["grounding-dino"][0] == [str(tmp_path / "grounding-dino")]
     assert fp.folder_names_and_paths["sams"][0] == ["/data/extra/sams", str(tmp_path / "sams")]
     assert ".safetensors" in fp.folder_names_and_paths["sams"][1]
-    assert adapter.model_search_dirs("sams") == [Path("/data/extra/sams"), tmp_path / "sams"]
+    assert fp.folder_names_and_paths["sam3"][0] == [str(tmp_path / "sam3")]
+    assert adapter.model_search_dirs("sams") == [Path("/data/extra/sams"), tmp_path / "sams", tmp_path / "sam3"]
     images, threshold = batch_with_empty_middle
     GroundingDinoSAMSegment().main(detector, segmenter, images, PROMPT, threshold)
     values = [value for value, _ in fake.progress]

@@ -18,10 +18,12 @@ from ..model_files import (
     DINO_FOLDER,
     KNOWN_MODELS,
     KNOWN_REPOS,
+    SAM3_FOLDER,
     SAM_FOLDER,
     WEIGHT_SUFFIXES,
     default_models_dir,
     models_on_disk,
+    searched_folders,
 )
 from ..placement import ModelPlacement
 
@@ -38,11 +40,11 @@ def in_comfyui() -> bool:
 
 
 def register_model_folders() -> None:
-    """Make ``models/sams`` and ``models/grounding-dino`` ComfyUI model folders (extra_model_paths.yaml can add more)."""
+    """Make ``models/sams``, ``models/grounding-dino`` and ``models/sam3`` ComfyUI model folders (extra_model_paths.yaml can add more)."""
     folder_paths = _comfy("folder_paths")
     if folder_paths is None:
         return
-    for name in (SAM_FOLDER, DINO_FOLDER):
+    for name in (SAM_FOLDER, DINO_FOLDER, SAM3_FOLDER):
         default = os.path.join(folder_paths.models_dir, name)
         paths, extensions = folder_paths.folder_names_and_paths.get(name, ([], set()))
         if default not in paths:
@@ -51,11 +53,12 @@ def register_model_folders() -> None:
 
 
 def model_search_dirs(folder: str) -> list[Path]:
+    """Where a loader of ``folder`` looks: its ComfyUI folder's paths, then SAM 3's (see ``searched_folders``)."""
     folder_paths = _comfy("folder_paths")
     if folder_paths is not None:
-        return [Path(p) for p in folder_paths.get_folder_paths(folder)]
+        return [Path(p) for name in searched_folders(folder) for p in folder_paths.get_folder_paths(name)]
     base = default_models_dir() or Path("models")
-    return [base / folder]
+    return [base / name for name in searched_folders(folder)]
 
 
 def model_choices(folder: str) -> list[str]:

@@ -19,6 +19,8 @@ from ..preview import draw_preview
 from ..records import Detections, PackedMasks
 from ..sam.load import load_sam, segmenter_from_meta_module
 from ..sam.segmenter import SamSegmenter
+from ..sam3.detector import Sam3Detector
+from ..sam3.segmenter import Sam3Segmenter
 from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter
 
@@ -26,12 +28,12 @@ CATEGORY = "segment_anything"
 
 
 @lru_cache(maxsize=4)
-def _cached_sam(path: str, mtime: float) -> SamSegmenter:
+def _cached_sam(path: str, mtime: float) -> SamSegmenter | Sam3Segmenter:
     return load_sam(path, device="cpu")  # ComfyUI's model management moves it when a node runs
 
 
 @lru_cache(maxsize=2)
-def _cached_dino(path: str, mtime: float) -> GroundingDinoDetector:
+def _cached_dino(path: str, mtime: float) -> GroundingDinoDetector | Sam3Detector:
     return load_grounding_dino(path, device="cpu")
 
 
@@ -76,9 +78,9 @@ class GroundingDinoModelLoader(_ModelLoader):
     load = staticmethod(_cached_dino)
 
 
-def as_segmenter(sam_model) -> SamSegmenter:
+def as_segmenter(sam_model) -> SamSegmenter | Sam3Segmenter:
     """Ours, or a ``segment_anything`` model from another pack (Impact Pack's SAMLoader) converted once."""
-    if isinstance(sam_model, SamSegmenter):
+    if isinstance(sam_model, (SamSegmenter, Sam3Segmenter)):
         return sam_model
     if isinstance(sam_model, torch.nn.Module) and all(hasattr(sam_model, a) for a in ("image_encoder", "mask_decoder")):
         converted = getattr(sam_model, "_grounded_sam_segmenter", None)
@@ -188,16 +190,17 @@ class GroundingDinoSAMSegment:
         self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0, precision="fp32",
         exclude="",
     ):  # fmt: skip
-        if not isinstance(grounding_dino_model, GroundingDinoDetector):
+        if not isinstance(grounding_dino_model, (GroundingDinoDetector, Sam3Detector)):
             raise InputError("grounding_dino_model must come from a 'GroundingDinoModelLoader (segment anything)' node")
         segmenter = as_segmenter(sam_model)
         settings = DetectionSettings(
             box_threshold=threshold, text_threshold=text_threshold, max_detections=max_detections or None
         )
         frames = to_uint8_frames(image)
-        adapter.load_for_inference(grounding_dino_model, segmenter)
+        pipeline = GroundedSam(grounding_dino_model, segmenter, precision)
+        adapter.load_for_inference(*([grounding_dino_model] if pipeline.one_pass() else [grounding_dino_model, segmenter]))
         hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0] * STEPS_PER_FRAME), check_cancel=adapter.cancel_check())
-        found = GroundedSam(grounding_dino_model, segmenter, precision).segment(frames, prompt, settings, hooks, exclude)
+        found = pipeline.segment(frames, prompt, settings, hooks, exclude)
         merged = found.merged_masks()
         rgb = to_comfy_image(frames) * merged.unsqueeze(-1)
         objects = SegmentedObjects.of(found)

@@ -11,6 +11,9 @@ from transformers import AutoImageProcessor, GroundingDinoForObjectDetection, MM
 from ..checkpoints import load_complete_folder, load_exact, read_state_dict
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
+from ..sam3.convert import is_meta_sam3
+from ..sam3.detector import Sam3Detector
+from ..sam3.load import is_sam3_folder, load_sam3
 from .convert import config_from_original, fill_unused_model_tensors, is_original_grounding_dino, rename_original_keys
 from .detector import GroundingDinoDetector
 from .text import bert_tokenizer
@@ -28,8 +31,9 @@ def describe(config, family: str = "Grounding DINO") -> str:
     return f"{family} {size}"
 
 
-def load_grounding_dino(path: str | Path, device: str | torch.device = "auto") -> GroundingDinoDetector:
-    """``groundingdino_swint_ogc.pth`` / ``groundingdino_swinb_cogcoor.pth`` (or their safetensors), or a folder.
+def load_grounding_dino(path: str | Path, device: str | torch.device = "auto") -> GroundingDinoDetector | Sam3Detector:
+    """``groundingdino_swint_ogc.pth`` / ``groundingdino_swinb_cogcoor.pth`` (or their safetensors), or a folder;
+    SAM 3 (``sam3.pt`` or a ``facebook/sam3`` folder) too, as a text stage that also gives masks.
 
     ``device``: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps".
     """
@@ -37,10 +41,12 @@ def load_grounding_dino(path: str | Path, device: str | torch.device = "auto") -
     return _load(Path(path)).to(target)
 
 
-def _load(path: Path) -> GroundingDinoDetector:
+def _load(path: Path) -> GroundingDinoDetector | Sam3Detector:
     if path.is_dir():
-        return _load_transformers_folder(path)
+        return load_sam3(path) if is_sam3_folder(path) else _load_transformers_folder(path)
     state = read_state_dict(path)
+    if is_meta_sam3(state):
+        return load_sam3(path, state)
     if not is_original_grounding_dino(state):
         if any(k.startswith(("image_encoder.", "mask_decoder.")) for k in state):
             raise ModelFileError(f"{path} is a Segment Anything checkpoint, not Grounding DINO: choose it in the SAM loader")
@@ -62,7 +68,7 @@ def _load_transformers_folder(path: Path) -> GroundingDinoDetector:
         raise ModelNotFoundError(f"{path} is a folder without config.json: it is not a transformers Grounding DINO folder")
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type not in FOLDER_FAMILIES:
-        hint = " (a SAM folder: choose it in the SAM loader)" if str(model_type).startswith(("sam", "sam2", "sam3")) else ""
+        hint = " (a SAM folder: choose it in the SAM loader)" if str(model_type).startswith(("sam", "sam2")) else ""
         raise ModelFileError(f"{path} holds a {model_type!r} model, not Grounding DINO or MM-Grounding-DINO{hint}")
     model_class, family = FOLDER_FAMILIES[model_type]
     model = load_complete_folder(model_class, path, family)

@@ -13,6 +13,9 @@ from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConf
 from ..checkpoints import load_complete_folder, load_exact, read_state_dict
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
+from ..sam3.convert import is_meta_sam3
+from ..sam3.load import is_sam3_folder, load_sam3
+from ..sam3.segmenter import Sam3Segmenter
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size, rename_sam2_keys
 from .sam2_segmenter import Sam2Segmenter
@@ -49,8 +52,8 @@ def build_sam2_model(arch: Sam2Architecture) -> Sam2Model:
     return Sam2Model(Sam2Config(vision_config=vision)).eval()
 
 
-def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmenter:
-    """A SAM, HQ-SAM, MobileSAM or SAM 2/2.1 checkpoint (Meta ``.pth``/``.pt``/``.safetensors``)
+def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmenter | Sam3Segmenter:
+    """A SAM, HQ-SAM, MobileSAM, SAM 2/2.1 or SAM 3 checkpoint (Meta ``.pth``/``.pt``/``.safetensors``)
     or a transformers-format folder.
 
     ``device``: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps".
@@ -59,10 +62,12 @@ def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmen
     return _load(Path(path)).to(target)
 
 
-def _load(path: Path) -> SamSegmenter:
+def _load(path: Path) -> SamSegmenter | Sam3Segmenter:
     if path.is_dir():
-        return _load_transformers_folder(path)
+        return Sam3Segmenter(load_sam3(path)) if is_sam3_folder(path) else _load_transformers_folder(path)
     state = read_state_dict(path)
+    if is_meta_sam3(state):
+        return Sam3Segmenter(load_sam3(path, state))
     if "bert.embeddings.word_embeddings.weight" in state or any(k.startswith("transformer.encoder.fusion") for k in state):
         raise ModelFileError(f"{path} is a Grounding DINO checkpoint, not SAM: choose it in the Grounding DINO loader")
     if is_meta_sam2(state):

@@ -36,6 +36,7 @@ PACK_FOLDER = "grounded-sam"  # what a clone of this repository is called in cus
 DINO_FILE = "groundingdino_swint_ogc.pth"
 SAM_FILE = "sam_vit_b_01ec64.pth"
 WRONG_FILE = "sam_file_in_the_dino_folder.pth"
+SAM3_FILE = "sam3.pt"  # Meta's SAM 3 release format, reduced (two ViT and two text layers), random weights
 MM_FOLDER = "mm_grounding_dino_random"  # a transformers MM-Grounding-DINO folder (small, random weights)
 SAM2_FILE = "sam2.1_hiera_tiny.pt"  # Meta's SAM 2.1 tiny release format, full size, random weights
 
@@ -49,18 +50,22 @@ def measure(version: str, case: str, **figures) -> None:
 
 @pytest.fixture(scope="session")
 def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Grounding DINO Swin-T (BERT-base, 6+6 layers), SAM ViT-B and SAM 2.1 tiny with random weights, as released."""
+    """Grounding DINO Swin-T (BERT-base, 6+6 layers), SAM ViT-B, SAM 2.1 tiny and a reduced SAM 3 with random weights, as released."""
     from reference_models import (
         bert_folder,
+        calibrate_sam3,
         meta_sam2,
+        meta_sam3,
         mm_grounding_dino_folder,
         original_grounding_dino,
         perturb,
         save_original_release,
         save_sam2_release,
+        save_sam3_release,
     )
     from segment_anything import sam_model_registry
 
+    from grounded_sam.images import load_image_file
     from grounded_sam.model_registry import known_model
 
     work = tmp_path_factory.mktemp("full-size")
@@ -74,6 +79,9 @@ def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
     save_at_size(sam.state_dict(), paths["sam"], known_model(SAM_FILE).size)
     paths["mm"] = mm_grounding_dino_folder(work / MM_FOLDER)
     paths["sam2"] = save_sam2_release(meta_sam2("2.1-tiny", seed=5), work / SAM2_FILE)
+    sam3 = meta_sam3(seed=7)
+    calibrate_sam3(sam3, load_image_file(SHARED_IMAGES / "bus.jpg")[0])
+    paths["sam3"] = save_sam3_release(sam3, work / SAM3_FILE)
     return paths
 
 
@@ -170,13 +178,14 @@ def install_pack(tree: Path) -> None:
 
 
 def install_models(tree: Path, checkpoints: dict[str, Path]) -> None:
-    dino_dir, sam_dir = tree / "models" / "grounding-dino", tree / "models" / "sams"
-    for folder in (dino_dir, sam_dir):
+    dino_dir, sam_dir, sam3_dir = tree / "models" / "grounding-dino", tree / "models" / "sams", tree / "models" / "sam3"
+    for folder in (dino_dir, sam_dir, sam3_dir):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     os.link(checkpoints["dino"], dino_dir / DINO_FILE)
     os.link(checkpoints["sam"], sam_dir / SAM_FILE)
     os.link(checkpoints["sam2"], sam_dir / SAM2_FILE)
+    os.link(checkpoints["sam3"], sam3_dir / SAM3_FILE)
     os.link(checkpoints["sam"], dino_dir / WRONG_FILE)
     shutil.copytree(checkpoints["mm"], dino_dir / MM_FOLDER)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from client import ComfyServer, RejectedPrompt, Run
-from conftest import DINO_FILE, MM_FOLDER, PACK_FOLDER, SAM2_FILE, SAM_FILE, WRONG_FILE, comfy_image, measure
+from conftest import DINO_FILE, MM_FOLDER, PACK_FOLDER, SAM2_FILE, SAM3_FILE, SAM_FILE, WRONG_FILE, comfy_image, measure
 from PIL import Image
 
 from grounded_sam.images import to_uint8_frames
@@ -536,11 +536,16 @@ def mm_case(full_size_checkpoints, library, input_pngs):
     pipeline = GroundedSam(load_grounding_dino(full_size_checkpoints["mm"], "cpu"), library.pipeline.segmenter)
     png = input_pngs["zidane"]
     scores = pipeline.detector.detect(to_uint8_frames(comfy_image(png))[0], PROMPT, DetectionSettings(0.0, 0.0, nms_iou=None)).scores
-    gaps = [(float(scores[k - 1] - scores[k]), k) for k in range(8, 20)]
-    gap, k = max(gaps)
-    assert gap > 2e-4, "no gap in the scores to place a threshold in"
-    threshold = round(float(scores[k - 1] + scores[k]) / 2, 6)
+    threshold = threshold_in_widest_gap(scores, range(8, 20), min_gap=2e-4)
     return {"png": png, "threshold": threshold, "expected": pipeline.segment(comfy_image(png), PROMPT, DetectionSettings(threshold, 0.25))}
+
+
+def threshold_in_widest_gap(scores: torch.Tensor, ranks: range, min_gap: float) -> float:
+    """A threshold keeping the best k of ``scores`` (k in ``ranks``), where the gap to the next score is widest."""
+    ordered = scores.sort(descending=True).values
+    gap, k = max((float(ordered[k - 1] - ordered[k]), k) for k in ranks)
+    assert gap > min_gap, "no gap in the scores to place a threshold in"
+    return round(float(ordered[k - 1] + ordered[k]) / 2, 7)
 
 
 def test_mm_grounding_dino_folder_in_the_loader(server, mm_case):
@@ -570,6 +575,17 @@ def sam2_case(full_size_checkpoints, mm_case):
     return {**mm_case, "expected": expected}
 
 
+def assert_same_objects(server, run: Run, ids: dict[str, str], expected, case: str) -> None:
+    """The JSON rows, every object mask and the merged mask against the library's result; the figures measured."""
+    assert_same_detections(json.loads(preview_text(run, ids["json"])), expected, expected.image_size)
+    objects = saved_masks(server, run, ids["save_objects"])
+    assert objects.shape[0] == len(expected)
+    ious = [iou(got, want) for got, want in zip(objects, expected.masks, strict=True)]
+    assert min(ious) >= 0.999, ious
+    assert iou(saved_masks(server, run, ids["save_mask"]), expected.merged_masks()) >= 0.999
+    measure(server.version, case, seconds=round(run.seconds, 1), objects=len(expected), min_mask_iou=round(min(ious), 5))
+
+
 def test_sam2_and_mm_grounding_dino_in_the_seed_nodes(server, sam2_case):
     """SAM 2.1 (Meta's .pt in models/sams) with MM-Grounding-DINO, through the seed's loaders and segment node."""
     choices = server.object_info()["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
@@ -580,11 +596,33 @@ def test_sam2_and_mm_grounding_dino_in_the_seed_nodes(server, sam2_case):
     assert_success(run)
     expected = sam2_case["expected"]
     assert len(expected) > 0
-    assert_same_detections(json.loads(preview_text(run, ids["json"])), expected, expected.image_size)
-    objects = saved_masks(server, run, ids["save_objects"])
-    assert objects.shape[0] == len(expected)
-    ious = [iou(got, want) for got, want in zip(objects, expected.masks, strict=True)]
-    assert min(ious) >= 0.999, ious
-    assert iou(saved_masks(server, run, ids["save_mask"]), expected.merged_masks()) >= 0.999
-    measure(server.version, "SAM 2.1 + MM-Grounding-DINO", seconds=round(run.seconds, 1), objects=len(expected),
-            min_mask_iou=round(min(ious), 5))  # fmt: skip
+    assert_same_objects(server, run, ids, expected, "SAM 2.1 + MM-Grounding-DINO")
+
+
+@pytest.fixture(scope="session")
+def sam3_case(full_size_checkpoints, input_pngs):
+    """SAM 3 (Meta's release format in models/sam3) in both sockets, run by the library on zidane."""
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+
+    path = full_size_checkpoints["sam3"]
+    pipeline = GroundedSam(load_grounding_dino(path, "cpu"), load_sam(path, "cpu"))
+    png = input_pngs["zidane"]
+    frame = to_uint8_frames(comfy_image(png))[0]
+    phrases = [p.strip() for p in PROMPT.split(".")]
+    scores = torch.cat([pipeline.detector.raw_predictions(frame, p)[0] for p in phrases])
+    threshold = threshold_in_widest_gap(scores, range(4, 12), min_gap=1e-6)
+    return {"png": png, "threshold": threshold, "expected": pipeline.segment(comfy_image(png), PROMPT, DetectionSettings(threshold, 0.25))}
+
+
+def test_sam3_in_both_seed_loaders(server, sam3_case):
+    """sam3.pt in models/sam3: listed by both seed loaders; in both sockets one pass gives the library's objects and masks."""
+    info = server.object_info()
+    for loader in ("SAMModelLoader (segment anything)", "GroundingDinoModelLoader (segment anything)"):
+        assert SAM3_FILE in info[loader]["input"]["required"]["model_name"][0], loader
+    g, ids = segment_graph([sam3_case["png"].name], PROMPT, sam3_case["threshold"], sam=SAM3_FILE, dino=SAM3_FILE)
+    ids = save_outputs(g, ids, "sam3", image=False, objects=True, json_out=True)
+    run = server.run(g.nodes)
+    assert_success(run)
+    expected = sam3_case["expected"]
+    assert len(expected) > 0 and set(expected.labels) <= {"person", "bus"}
+    assert_same_objects(server, run, ids, expected, "SAM 3 in both sockets")

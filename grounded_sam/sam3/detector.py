@@ -1,0 +1,141 @@
+"""Text prompt to labelled instances with masks in one model: SAM 3's image path around transformers' ``Sam3Model``.
+
+Steps as Meta's ``Sam3Processor``: the frame squeezed to 1008x1008 (torchvision's antialiased
+resize of the uint8 image), pixels to [-1, 1]; each prompt phrase is its own query, scored as
+``sigmoid(logit) * sigmoid(presence)``; masks are the query's mask logits upscaled to the frame.
+The image features are computed once per frame and reused for every phrase and every later prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import nms
+from torchvision.transforms.v2 import functional as TF
+from transformers import PreTrainedTokenizerBase, Sam3Model
+
+from ..caching import LruCache, result_key
+from ..dino.detector import DetectionSettings
+from ..dino.text import caption_from_prompt
+from ..exclusion import prompt_phrases
+from ..placement import ModelPlacement
+from ..records import Detections
+
+# Vision features of recent frames (~150 MB each at 1008x1008: four FPN levels of 256 channels).
+VISION_CACHE_SIZE = 2
+# Masks upscaled to the frame per call: bounds the float32 memory of big frames.
+MASK_CHUNK = 16
+# transformers' label for a box slot that is padding, not a prompt
+PADDING_BOX_LABEL = -10
+
+
+class Sam3Detector(ModelPlacement):
+    """SAM 3 as the text stage: ``detect`` gives boxes, scores, labels and masks for one frame and prompt."""
+
+    def __init__(self, model: Sam3Model, tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.image_size = int(model.config.vision_config.backbone_config.image_size)
+        self.vision_cache: LruCache = LruCache(VISION_CACHE_SIZE)
+        self.text_cache: LruCache = LruCache(64)
+
+    def caches(self) -> tuple[LruCache, ...]:
+        return (self.vision_cache, self.text_cache)
+
+    def preprocess(self, frame: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[H, W, 3]`` to ``[1, 3, S, S]`` in [-1, 1], resized as Meta's transforms resize."""
+        pixels = TF.resize(frame.permute(2, 0, 1), [self.image_size, self.image_size], antialias=True)
+        return (pixels.float() / 255.0 - 0.5).div_(0.5).unsqueeze(0)
+
+    def vision_features(self, frame: torch.Tensor):  # noqa: ANN201 - transformers' Sam3VisionEncoderOutput
+        """The frame's image features, reused when the same frame comes again (another prompt)."""
+        key = result_key((frame,), self.device, self.dtype)
+        return self.vision_cache.get_or_compute(key, lambda: self._vision_features(frame))
+
+    @torch.inference_mode()
+    def _vision_features(self, frame: torch.Tensor):  # noqa: ANN202
+        return self.model.get_vision_features(pixel_values=self.preprocess(frame).to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def _text_features(self, phrase: str):  # noqa: ANN202
+        tokens = self.tokenizer([phrase], padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+        return self.model.get_text_features(input_ids=ids, attention_mask=mask), mask
+
+    def text_features(self, phrase: str):  # noqa: ANN201 - (transformers' text output, attention mask)
+        """One phrase's text features, kept for later frames with the same prompt."""
+        key = (phrase, self.device, self.dtype, torch.is_autocast_enabled(self.device.type))
+        return self.text_cache.get_or_compute(key, lambda: self._text_features(phrase))
+
+    @torch.inference_mode()
+    def raw_predictions(self, frame: torch.Tensor, phrase: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For every query: score ``[Q]``, normalised xyxy box ``[Q, 4]`` and low-resolution mask logits ``[Q, h, w]``."""
+        text, mask = self.text_features(phrase)
+        # Meta's model always appends the box-prompt encoder's summary token, also with no box; transformers'
+        # adds it only when boxes are given, so one padding box (label -10, masked everywhere) is passed.
+        no_box = torch.zeros((1, 1, 4), device=self.device, dtype=self.dtype)
+        no_label = torch.full((1, 1), PADDING_BOX_LABEL, device=self.device, dtype=torch.long)
+        out = self.model(
+            vision_embeds=self.vision_features(frame), text_embeds=text, attention_mask=mask, input_boxes=no_box, input_boxes_labels=no_label
+        )
+        scores = out.pred_logits[0].float().sigmoid() * out.presence_logits[0].float().sigmoid()
+        return scores.cpu(), out.pred_boxes[0].float().cpu(), out.pred_masks[0].float()
+
+    def detect(
+        self,
+        frame: torch.Tensor,
+        prompt: str,
+        settings: DetectionSettings,
+        on_phrase: Callable[[int, int], None] | None = None,
+    ) -> Detections:
+        """Every phrase of ``prompt`` ("dog . red ball") found in the uint8 ``[H, W, 3]`` frame, with its mask.
+
+        ``box_threshold`` applies to SAM 3's instance score; ``text_threshold`` has no meaning here
+        (a phrase is one query, its label is the phrase). ``on_phrase(done, phrases)`` reports progress.
+        """
+        caption_from_prompt(prompt)  # the same prompt rules as Grounding DINO
+        phrases = prompt_phrases(prompt)
+        image_size = (int(frame.shape[0]), int(frame.shape[1]))
+        found_scores, found_boxes, found_masks, found_phrase = [], [], [], []
+        for index, phrase in enumerate(phrases):
+            scores, boxes, mask_logits = self.raw_predictions(frame, phrase)
+            keep = (scores > settings.box_threshold).nonzero().flatten()
+            found_scores.append(scores[keep])
+            found_boxes.append(boxes[keep])
+            found_masks.append(mask_logits[keep.to(mask_logits.device)])
+            found_phrase.append(torch.full((len(keep),), index, dtype=torch.int64))
+            if on_phrase is not None:
+                on_phrase(index + 1, len(phrases))
+        scores, phrase_index = torch.cat(found_scores), torch.cat(found_phrase)
+        height, width = image_size
+        boxes = torch.cat(found_boxes) * torch.tensor([width, height, width, height], dtype=torch.float32)
+        order = scores.argsort(descending=True, stable=True)
+        if settings.nms_iou is not None and settings.nms_iou < 1.0 and len(order):
+            order = nms(boxes, scores, settings.nms_iou)  # across phrases, as for Grounding DINO
+        if settings.max_detections:
+            order = order[: settings.max_detections]
+        mask_logits = torch.cat(found_masks)[order.to(found_masks[0].device)]
+        return Detections(
+            boxes=boxes[order],
+            scores=scores[order],
+            labels=tuple(phrases[i] for i in phrase_index[order].tolist()),
+            frame_index=torch.zeros(len(order), dtype=torch.int64),
+            image_size=image_size,
+            num_frames=1,
+            masks=upscale_masks(mask_logits, image_size),
+            phrase_index=phrase_index[order],
+        )
+
+
+def upscale_masks(mask_logits: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """bool ``[N, H, W]``: logits bilinearly upscaled to the frame, positive where the mask is."""
+    if mask_logits.shape[0] == 0:
+        return torch.zeros((0, *image_size), dtype=torch.bool)
+    parts = [
+        F.interpolate(chunk.unsqueeze(1).float(), image_size, mode="bilinear", align_corners=False)[:, 0].gt(0.0).cpu()
+        for chunk in mask_logits.split(MASK_CHUNK)
+    ]
+    return torch.cat(parts)
