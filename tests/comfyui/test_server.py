@@ -161,8 +161,10 @@ def test_nodes_register_with_the_seed_sockets(server):
     assert info[PREVIEW]["output"] == ["IMAGE"] and info[PICK]["output"] == ["MASK", "MASK", "GROUNDED_SAM_DETECTIONS", "BOUNDING_BOX"]
     sam_choices = info["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     dino_choices = info["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
-    assert sam_choices[:2] == sorted([SAM_FILE, SAM2_FILE]) and "sam_vit_b (375MB)" in sam_choices  # files on disk first
+    # files on disk first (SAM 3's folder is listed by both loaders)
+    assert sam_choices[:3] == sorted([SAM_FILE, SAM2_FILE, SAM3_FILE]) and "sam_vit_b (375MB)" in sam_choices
     assert DINO_FILE in dino_choices and WRONG_FILE in dino_choices and "GroundingDINO_SwinT_OGC (694MB)" in dino_choices
+    assert SAM3_FILE in dino_choices
 
 
 def test_main_workflow_matches_the_library(server, main_case):
