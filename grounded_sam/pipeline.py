@@ -53,8 +53,7 @@ class GroundedSam:
 
     def one_pass(self) -> bool:
         """True when the detector's masks are the result (SAM 3 as both stages): no second segmentation."""
-        segments = getattr(self.segmenter, "segments_detections_of", None)
-        return segments is not None and segments(self.detector)
+        return isinstance(self.segmenter, Sam3Segmenter) and self.segmenter.detector is self.detector
 
     def effective_precision(self) -> str:
         """What ``precision`` means where the detector is now: "fp32", "bf16" or "fp16"."""

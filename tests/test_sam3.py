@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from test_sam_parity import iou
+from test_sam_parity import assert_same_masks
 
 from grounded_sam import DetectionSettings, GroundedSam, InputError, ModelFileError, load_grounding_dino, load_sam
 from grounded_sam.sam3.detector import Sam3Detector, upscale_masks
@@ -47,13 +47,6 @@ def meta_zidane(release, zidane) -> dict[str, dict[str, torch.Tensor]]:
             out = processor.set_text_prompt(phrase, state)
             found[phrase] = {"scores": out["scores"].clone(), "boxes": out["boxes"].clone(), "masks": out["masks"][:, 0].clone()}
     return found
-
-
-def assert_same_masks(ours: torch.Tensor, ref: torch.Tensor) -> None:
-    assert ours.shape == ref.shape
-    for i in range(len(ref)):
-        assert ref[i].any() and not ref[i].all(), "a degenerate reference mask proves nothing"
-        assert iou(ours[i], ref[i]) >= 0.999, f"mask {i}: IoU {iou(ours[i], ref[i]):.5f}"
 
 
 def threshold_keeping_some_of_each(scores: list[torch.Tensor]) -> float:

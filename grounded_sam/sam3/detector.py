@@ -67,7 +67,7 @@ class Sam3Detector(ModelPlacement):
 
     def text_features(self, phrase: str):  # noqa: ANN201 - (transformers' text output, attention mask)
         """One phrase's text features, kept for later frames with the same prompt."""
-        key = (phrase, self.device, self.dtype, torch.is_autocast_enabled(self.device.type))
+        key = result_key((), self.device, self.dtype, phrase)
         return self.text_cache.get_or_compute(key, lambda: self._text_features(phrase))
 
     @torch.inference_mode()

@@ -23,10 +23,6 @@ class Sam3Segmenter(ModelPlacement):
     def caches(self) -> tuple[LruCache, ...]:
         return self.detector.caches()
 
-    def segments_detections_of(self, detector: object) -> bool:
-        """True when ``detector``'s detections already carry this model's masks."""
-        return detector is self.detector
-
     def embed(self, frame: torch.Tensor) -> object:
         raise self._other_boxes()
 
