@@ -282,7 +282,7 @@ def sam3_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> l
     from reference_models import meta_sam3, meta_sam3_on_cpu, save_sam3_release
     from sam3.model.sam3_image_processor import Sam3Processor
 
-    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, seed=9)
+    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9)
     path = save_sam3_release(model, work / "sam3.pt")
     sam3 = GroundedSam(load_grounding_dino(path, "cpu"), load_sam(path, "cpu"), "fp32")
     grounded = GroundedSam(ours.detector, ours.segmenter, "fp32")
@@ -320,6 +320,21 @@ def sam3_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> l
 
     meta_s = median_time(meta, repeats)
     ours_s = median_time(lambda: sam3.detector.detect(frame_u8, phrase, DetectionSettings(0.3, nms_iou=None)), repeats, sam3.detector.clear_caches)
+    boxes = fixed_boxes(E2E_BOXES)
+    masks: dict[str, torch.Tensor] = {}
+
+    def meta_boxes() -> None:
+        with meta_sam3_on_cpu():
+            state = Sam3Processor(model, device="cpu").set_image(pil)
+            masks["meta"] = torch.as_tensor(model.predict_inst(state, box=boxes.numpy(), multimask_output=False)[0][:, 0])
+
+    def our_boxes() -> None:
+        masks["ours"] = sam3.segmenter.masks_for_boxes(sam3.segmenter.embed(frame_u8), boxes)
+
+    meta_boxes_s = median_time(meta_boxes, repeats)
+    our_boxes_s = median_time(our_boxes, repeats, sam3.segmenter.clear_caches)
+    vit_b_s = median_time(lambda: ours.segmenter.masks_for_boxes(ours.segmenter.embed(frame_u8), boxes), repeats, ours.segmenter.clear_caches)
+    box_iou = round(min_iou(masks["meta"].bool(), masks["ours"]), 5)
     rows = [
         {"scenario": f"end to end: SAM 3 in both sockets vs Grounding DINO Swin-T + SAM ViT-B (ours, same image and prompt, at most {E2E_BOXES} objects)",
          "grounded_sam_s": grounded_s, "sam3_s": sam3_s, "sam3_over_grounded_sam": sam3_s / grounded_s},
@@ -327,10 +342,15 @@ def sam3_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> l
          "grounded_sam_s": grounded_second, "sam3_s": sam3_second, "sam3_over_grounded_sam": sam3_second / grounded_second},
         {"scenario": f"SAM 3 text path, one phrase ({phrase!r}): Meta's Sam3Processor vs ours",
          "reference_s": meta_s, "ours_s": ours_s, "ratio": meta_s / ours_s},
+        {"scenario": f"SAM 3 box path, image + {E2E_BOXES} boxes: Meta's predict_inst vs ours",
+         "reference_s": meta_boxes_s, "ours_s": our_boxes_s, "ratio": meta_boxes_s / our_boxes_s, "min_mask_iou": box_iou},
+        {"scenario": f"masks for {E2E_BOXES} boxes: SAM 3's box path vs SAM ViT-B (both ours, image + boxes)",
+         "sam_vit_b_s": vit_b_s, "sam3_s": our_boxes_s, "sam3_over_sam_vit_b": our_boxes_s / vit_b_s},
     ]  # fmt: skip
     print(f"  SAM 3 end to end {sam3_s:.2f}s vs Grounding DINO + SAM ViT-B {grounded_s:.2f}s ({sam3_s / grounded_s:.2f}x the time); "
           f"second prompt {sam3_second:.2f}s vs {grounded_second:.2f}s; Meta's processor {meta_s:.2f}s vs ours {ours_s:.2f}s "
-          f"(ratio {meta_s / ours_s:.2f}x)")  # fmt: skip
+          f"(ratio {meta_s / ours_s:.2f}x); box path Meta {meta_boxes_s:.2f}s vs ours {our_boxes_s:.2f}s (IoU {box_iou:.5f}), "
+          f"SAM ViT-B {vit_b_s:.2f}s")  # fmt: skip
     return rows
 
 

@@ -114,14 +114,24 @@ def missing_and_unexpected(expected: set[str], given: set[str], path: Path, what
         raise ModelFileError(f"{path} does not fit the {what} architecture: " + "; ".join(parts))
 
 
-def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    """Load ``state`` into ``model`` strictly: every name and every shape must match."""
+def require_complete(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """A cut file (an interrupted download) said plainly, before ``load_exact`` would list it as a misfit."""
+    missing = sorted(set(model.state_dict()) - set(state))
+    if missing:
+        raise ModelFileError(f"{path} is incomplete: {len(missing)} {what} tensors are missing ({', '.join(missing[:4])}, ...); download it again")
+
+
+def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str, assign: bool = False) -> None:
+    """Load ``state`` into ``model`` strictly: every name and every shape must match.
+
+    ``assign``: the model's tensors become ``state``'s (for a model built on the meta device).
+    """
     own = model.state_dict()
     missing_and_unexpected(set(own), set(state), path, what)
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
     if wrong:
         raise ModelFileError(f"{path} does not fit the {what} architecture: wrong shapes for " + "; ".join(wrong[:5]))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def load_complete_folder(model_class: type, path: Path, what: str) -> torch.nn.Module:

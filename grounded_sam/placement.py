@@ -24,8 +24,12 @@ class ModelPlacement:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def module(self) -> torch.nn.Module:
+        """Every weight this wrapper runs, as the one module a host moves between devices (the model, unless more)."""
+        return self.model
+
     def to(self: Self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Self:
-        self.model.to(device=device, dtype=dtype)
+        self.module().to(device=device, dtype=dtype)
         return self
 
     def caches(self) -> tuple[LruCache, ...]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from unittest import mock
+
 import pytest
 import torch
 from PIL import Image
@@ -18,10 +21,10 @@ FEW = DetectionSettings(box_threshold=0.0, nms_iou=None, max_detections=10)
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory, bus):
-    """(Meta's SAM 3 image model, its ``sam3.pt``-format file), two ViT and two text layers."""
+    """(Meta's SAM 3 image model with its box-to-mask head, its ``sam3.pt``-format file), two ViT and two text layers."""
     from reference_models import calibrate_sam3, meta_sam3, save_sam3_release
 
-    model = meta_sam3(seed=1)
+    model = meta_sam3(seed=1, interactive=True)
     calibrate_sam3(model, bus)
     return model, save_sam3_release(model, tmp_path_factory.mktemp("sam3") / "sam3.pt")
 
@@ -114,7 +117,9 @@ def test_features_computed_once_per_frame(release, bus, zidane):
 def test_both_sockets_one_pass(release, bus):
     """SAM 3 in both loaders: one model, one pass (no segmentation run), the detector's masks, boxes clipped."""
     _, path = release
-    detector, segmenter = load_grounding_dino(path, "cpu"), load_sam(path, "cpu")
+    detector = load_grounding_dino(path, "cpu")
+    with mock.patch("grounded_sam.sam.load.read_state_dict", side_effect=AssertionError("the file was read again")):
+        segmenter = load_sam(path, "cpu")
     assert isinstance(segmenter, Sam3Segmenter) and segmenter.detector is detector and segmenter.model is detector.model
     pipeline = GroundedSam(detector, segmenter, "fp32")
     assert pipeline.one_pass()
@@ -124,6 +129,12 @@ def test_both_sockets_one_pass(release, bus):
     assert 0 < len(found) <= 8 and found.labels == direct.labels
     assert torch.equal(found.masks, direct.masks)
     assert torch.equal(found.boxes, direct.clipped_to_image().boxes)
+    # exclude: the excluded phrase's instances (same pass) are cut out of the kept masks
+    both = detector.detect(bus, "bus . person", DetectionSettings(box_threshold=0.0))
+    persons = both.masks[both.phrase_index == 1].any(dim=0)
+    kept = pipeline.segment(bus, "bus", settings, exclude="person")
+    assert len(kept) > 0 and set(kept.labels) == {"bus"} and persons.any()
+    assert not (kept.masks & persons).any()
 
 
 def test_sam3_boxes_segmented_by_sam(release, bus, sam_checkpoint):
@@ -139,12 +150,51 @@ def test_sam3_boxes_segmented_by_sam(release, bus, sam_checkpoint):
     assert torch.equal(found.masks, segmenter.masks_for_boxes(segmenter.embed(bus), boxes))
 
 
-def test_other_boxes_with_sam3_masks_refused(release, bus, detector):
-    """Grounding DINO boxes with SAM 3 in the SAM socket: a clear error (SAM 3's tracker head is not wired in)."""
-    pipeline = GroundedSam(detector, load_sam(release[1], "cpu"), "fp32")
+BOXES = torch.tensor([[50.0, 230.0, 810.0, 750.0], [220.0, 400.0, 350.0, 860.0], [0.0, 550.0, 80.0, 880.0], [660.0, 380.0, 810.0, 880.0]])
+
+
+def test_box_path_matches_meta(release, bus):
+    """Boxes to masks: Meta's ``Sam3Image.predict_inst(box=..., multimask_output=False)`` on the same weights.
+
+    Meta's predictor fills holes of up to 256 pixels in the low-resolution mask; ours does too,
+    and the test checks that the filling mattered on these masks (it would otherwise prove nothing).
+    """
+    from reference_models import meta_sam3_on_cpu
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    model, path = release
+    with meta_sam3_on_cpu(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # Meta skips hole filling with a warning when scikit-image is missing
+        processor = Sam3Processor(model, device="cpu")
+        state = processor.set_image(Image.fromarray(bus.numpy()))
+        expected = torch.stack([torch.as_tensor(model.predict_inst(state, box=box.numpy(), multimask_output=False)[0][0]) for box in BOXES])
+    segmenter = load_sam(path, "cpu")
+    embedding = segmenter.embed(bus)
+    ours = segmenter.masks_for_boxes(embedding, BOXES)
+    assert_same_masks(ours, expected.bool())
+    with mock.patch("grounded_sam.sam3.segmenter.fill_small_holes", lambda logits: logits):
+        unfilled = segmenter.masks_for_boxes(embedding, BOXES)
+    assert (unfilled != expected.bool()).any(dim=(1, 2)).sum() >= 2
+
+
+def test_other_boxes_with_sam3_masks(release, bus, detector):
+    """Grounding DINO boxes with SAM 3 in the SAM socket: SAM 3's box head segments them, its ViT run once per frame
+    for both stages of SAM 3 (the text path's features are reused by the box path)."""
+    segmenter = load_sam(release[1], "cpu")
+    pipeline = GroundedSam(detector, segmenter, "fp32")
     assert not pipeline.one_pass()
-    with pytest.raises(InputError, match="segments SAM 3's own detections only: choose the same SAM 3 in the Grounding DINO loader"):
-        pipeline.segment(bus, "bus", DetectionSettings(box_threshold=0.0, max_detections=2))
+    settings = DetectionSettings(box_threshold=0.0, max_detections=3)
+    calls = []
+    hook = segmenter.model.vision_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        found = pipeline.segment(bus, "bus", settings)
+        segmenter.detector.detect(bus, "bus", FEW)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    boxes = detector.detect(bus, "bus", settings).clipped_to_image().boxes
+    assert len(found) == len(boxes) > 0 and torch.equal(found.boxes, boxes)
+    assert torch.equal(found.masks, segmenter.masks_for_boxes(segmenter.embed(bus), boxes))
 
 
 def test_transformers_folder(release, tmp_path, zidane):
@@ -153,13 +203,47 @@ def test_transformers_folder(release, tmp_path, zidane):
     converted = load_grounding_dino(path, "cpu")
     converted.model.save_pretrained(tmp_path / "sam3")
     detector = load_grounding_dino(tmp_path / "sam3", "cpu")
-    assert isinstance(detector, Sam3Detector) and load_sam(tmp_path / "sam3", "cpu").detector is detector
+    segmenter = load_sam(tmp_path / "sam3", "cpu")
+    assert isinstance(detector, Sam3Detector) and segmenter.detector is detector
     ours, expected = detector.detect(zidane, "person", FEW), converted.detect(zidane, "person", FEW)
+    assert torch.equal(ours.boxes, expected.boxes) and torch.equal(ours.masks, expected.masks)
+    with pytest.raises(InputError, match="has no box-to-mask head .* use Meta's sam3.pt"):
+        segmenter.embed(zidane)
+
+
+@pytest.mark.parametrize("layout", ["hub", "save_pretrained"])
+def test_video_folder(release, tmp_path, bus, layout):
+    """A transformers ``sam3_video`` folder (what the hub's ``facebook/sam3`` is), built from the release file's tensors:
+    both stages load from it, with its box-to-mask head, and give the release file's detections and box-path masks.
+
+    "hub": the tensors under the model's own names, as the hub's files hold them; "save_pretrained": as transformers
+    writes such a model (the tracker under ``tracker_model.tracker_model.``)."""
+    from safetensors.torch import save_file
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+
+    release_sam = load_sam(release[1], "cpu")
+    video = Sam3VideoModel(Sam3VideoConfig(detector_config=release_sam.model.config.to_dict()))
+    video.detector_model.load_state_dict(release_sam.model.state_dict())
+    head = release_sam.detector.box_head
+    video.tracker_neck.load_state_dict(head.vision_encoder.neck.state_dict())
+    loaded = video.tracker_model.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("vision_encoder.")}, strict=False)
+    assert not loaded.unexpected_keys and all(k.startswith(("memory_", "mask_downsample", "no_", "object_pointer", "temporal_", "occlusion_")) for k in loaded.missing_keys)
+    folder = tmp_path / "sam3"
+    if layout == "hub":
+        folder.mkdir()
+        save_file({k: v.contiguous() for k, v in video.state_dict().items()}, folder / "model.safetensors")
+        video.config.save_pretrained(folder)
+    else:
+        video.save_pretrained(folder)
+    segmenter = load_sam(folder, "cpu")
+    assert segmenter.detector.box_head is not None and load_grounding_dino(folder, "cpu") is segmenter.detector
+    assert torch.equal(segmenter.masks_for_boxes(segmenter.embed(bus), BOXES), release_sam.masks_for_boxes(release_sam.embed(bus), BOXES))
+    ours, expected = segmenter.detector.detect(bus, "bus", FEW), release_sam.detector.detect(bus, "bus", FEW)
     assert torch.equal(ours.boxes, expected.boxes) and torch.equal(ours.masks, expected.masks)
 
 
 def test_wrong_sam3_files(release, tmp_path):
-    """A cut file names what is missing; a file without the ViT's rotary tables says why it cannot be sized."""
+    """A cut file names what is missing; a file without the ViT's rotary tables says why it cannot be sized; SAM 3.1 is named."""
     _, path = release
     state = torch.load(path, weights_only=True)["model"]
     cut = {k: v for k, v in state.items() if "segmentation_head" not in k}
@@ -170,3 +254,7 @@ def test_wrong_sam3_files(release, tmp_path):
     torch.save({"model": no_rope}, tmp_path / "no_rope.pt")
     with pytest.raises(ModelFileError, match="rotary tables"):
         load_sam(tmp_path / "no_rope.pt", "cpu")
+    sam31 = {**state, "detector.backbone.vision_backbone.propagation_convs.0.conv_1x1.weight": torch.zeros(256, 1024, 1, 1)}
+    torch.save({"model": sam31}, tmp_path / "sam3.1.pt")
+    with pytest.raises(ModelFileError, match="is a SAM 3.1 checkpoint .* not supported; use SAM 3's sam3.pt"):
+        load_grounding_dino(tmp_path / "sam3.1.pt", "cpu")

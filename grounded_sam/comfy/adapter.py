@@ -98,7 +98,7 @@ def load_for_inference(*wrappers: ModelPlacement) -> None:
         patcher = getattr(wrapper, "_comfy_patcher", None)
         if patcher is None:
             patcher = patcher_module.ModelPatcher(
-                _PatchedModel(wrapper.model), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+                _PatchedModel(wrapper.module()), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
             )
             patcher.add_callback(_comfy("comfy.patcher_extension").CallbacksMP.ON_DETACH, _clear_caches_when_unloaded(wrapper))
             wrapper._comfy_patcher = patcher

@@ -13,7 +13,7 @@ from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from ..sam3.convert import is_meta_sam3
 from ..sam3.detector import Sam3Detector
-from ..sam3.load import is_sam3_folder, load_sam3
+from ..sam3.load import is_sam3_folder, load_sam3, loaded_sam3
 from .convert import config_from_original, fill_unused_model_tensors, is_original_grounding_dino, rename_original_keys
 from .detector import GroundingDinoDetector
 from .text import bert_tokenizer
@@ -42,6 +42,8 @@ def load_grounding_dino(path: str | Path, device: str | torch.device = "auto") -
 
 
 def _load(path: Path) -> GroundingDinoDetector | Sam3Detector:
+    if (shared := loaded_sam3(path)) is not None:  # the SAM loader's SAM 3, still in use
+        return shared
     if path.is_dir():
         return load_sam3(path) if is_sam3_folder(path) else _load_transformers_folder(path)
     state = read_state_dict(path)

@@ -10,11 +10,11 @@ from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQMod
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
-from ..checkpoints import load_complete_folder, load_exact, read_state_dict
+from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from ..sam3.convert import is_meta_sam3
-from ..sam3.load import is_sam3_folder, load_sam3
+from ..sam3.load import is_sam3_folder, load_sam3, loaded_sam3
 from ..sam3.segmenter import Sam3Segmenter
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size, rename_sam2_keys
@@ -63,6 +63,8 @@ def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmen
 
 
 def _load(path: Path) -> SamSegmenter | Sam3Segmenter:
+    if (shared := loaded_sam3(path)) is not None:  # the Grounding DINO loader's SAM 3, still in use
+        return Sam3Segmenter(shared)
     if path.is_dir():
         return Sam3Segmenter(load_sam3(path)) if is_sam3_folder(path) else _load_transformers_folder(path)
     state = read_state_dict(path)
@@ -79,12 +81,7 @@ def _segmenter_from_sam2_state(state: dict[str, torch.Tensor], source: Path) -> 
     arch = detect_sam2_architecture(state, str(source))
     model = build_sam2_model(arch)
     renamed = rename_sam2_keys(state)
-    missing = sorted(set(model.state_dict()) - set(renamed))
-    if missing:  # a cut file: say so plainly (load_exact would list them as a misfit)
-        raise ModelFileError(
-            f"{source} is incomplete: {len(missing)} {arch.name} tensors are missing ({', '.join(missing[:4])}, ...); "
-            "download it again"
-        )
+    require_complete(model, renamed, source, arch.name)
     load_exact(model, renamed, source, arch.name)
     return Sam2Segmenter(model.float(), arch.name)
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelFileError
+from ..sam.sam2_convert import rename_sam2_keys
 
 DETECTOR = "detector."
+TRACKER = "tracker."
 TRUNK = "backbone.vision_backbone.trunk."
 TEXT = "backbone.language_backbone.encoder."
 VIT_HEAD_DIM = 64
@@ -26,6 +28,16 @@ TEXT_HEAD_DIM = 64
 # Tensors the image detector never reads: the tracker's neck and the point prompts' projections
 # (transformers' Sam3Model takes boxes only).
 _UNUSED = re.compile(r"^backbone\.vision_backbone\.sam2_convs\.|^geometry_encoder\.points_|\.freqs_cis$")
+# The box-to-mask head: the tracker's SAM 2-style prompt encoder and mask decoder, fed by the
+# detector's second neck (``sam2_convs``); the tracker's memory attention is for video only.
+_TRACKER_PROBE = f"{TRACKER}sam_mask_decoder.iou_token.weight"
+_SECOND_NECK = f"{DETECTOR}backbone.vision_backbone.sam2_convs."
+_VIDEO_MEMORY = re.compile(r"^transformer\.")
+# Only SAM 3.1 has this neck (ComfyUI tells the two apart by it too)
+_SAM31_NECK = "backbone.vision_backbone.propagation_convs."
+# SAM 3's two-way transformer keeps SAM 1's MLP block names (lin1, lin2), SAM 2 has layers.0/1
+_DECODER_MLP = re.compile(r"^(mask_decoder\.transformer\.layers\.\d+\.mlp\.)(lin1|lin2)\.")
+_DECODER_MLP_NAMES = {"lin1": "proj_in", "lin2": "proj_out"}
 
 # Meta's names to transformers' (applied in order on names without the ``detector.`` prefix).
 _RENAMES: tuple[tuple[str, str], ...] = (
@@ -120,6 +132,11 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
 
 def detect_sam3_architecture(state: dict[str, torch.Tensor], source: str) -> Sam3Architecture:
     """The size of the detector in ``state`` (a release file's tensors, ``detector.`` prefix removed)."""
+    if any(k.startswith(_SAM31_NECK) for k in state):
+        raise ModelFileError(
+            f"{source} is a SAM 3.1 checkpoint (it has the multiplex tracker's propagation neck): transformers has no "
+            "SAM 3.1 model yet, so it is not supported; use SAM 3's sam3.pt"
+        )
     needed = (f"{TRUNK}pos_embed", f"{TRUNK}patch_embed.proj.weight", f"{TEXT}token_embedding.weight", f"{TEXT}positional_embedding")
     for name in needed:
         if name not in state:
@@ -195,3 +212,22 @@ def rename_sam3_detector_keys(state: dict[str, torch.Tensor]) -> dict[str, torch
         for part, chunk in zip("qkv", tensor.chunk(3, dim=0), strict=True):
             renamed[f"{base}{part}_proj.{kind}"] = chunk
     return renamed
+
+
+def has_box_head(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a release file holds the tracker (Meta's ``sam3.pt`` does): SAM 3 can then segment any boxes."""
+    return _TRACKER_PROBE in state
+
+
+def rename_sam3_box_head_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A release file's box-to-mask head under transformers' ``Sam3TrackerModel`` names, without the ViT
+    (the detector's serves both): prompt encoder, mask decoder and the second neck."""
+    tracker = {k[len(TRACKER):]: v for k, v in state.items() if k.startswith(TRACKER)}
+    head = {
+        _DECODER_MLP.sub(lambda m: f"{m[1]}{_DECODER_MLP_NAMES[m[2]]}.", k): v
+        for k, v in rename_sam2_keys({k: v for k, v in tracker.items() if not _VIDEO_MEMORY.match(k)}).items()
+    }
+    for name, tensor in state.items():
+        if name.startswith(_SECOND_NECK):
+            head[_rename("backbone.vision_backbone.convs." + name[len(_SECOND_NECK):])] = tensor
+    return head

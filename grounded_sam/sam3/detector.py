@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import nms
 from torchvision.transforms.v2 import functional as TF
-from transformers import PreTrainedTokenizerBase, Sam3Model
+from transformers import PreTrainedTokenizerBase, Sam3Model, Sam3TrackerModel
 
 from ..caching import LruCache, result_key
 from ..dino.detector import DetectionSettings
@@ -34,13 +34,19 @@ PADDING_BOX_LABEL = -10
 class Sam3Detector(ModelPlacement):
     """SAM 3 as the text stage: ``detect`` gives boxes, scores, labels and masks for one frame and prompt."""
 
-    def __init__(self, model: Sam3Model, tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    def __init__(self, model: Sam3Model, tokenizer: PreTrainedTokenizerBase, name: str, box_head: Sam3TrackerModel | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        # the tracker's box-to-mask head (no ViT of its own), for boxes from another detector
+        self.box_head = box_head
+        self._both = torch.nn.ModuleList([model, box_head]) if box_head is not None else model
         self.image_size = int(model.config.vision_config.backbone_config.image_size)
         self.vision_cache: LruCache = LruCache(VISION_CACHE_SIZE)
         self.text_cache: LruCache = LruCache(64)
+
+    def module(self) -> torch.nn.Module:
+        return self._both
 
     def caches(self) -> tuple[LruCache, ...]:
         return (self.vision_cache, self.text_cache)

@@ -9,19 +9,28 @@ from __future__ import annotations
 import json
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from transformers import Sam3Config, Sam3Model
+from safetensors import safe_open
+from transformers import Sam3Config, Sam3Model, Sam3TrackerConfig, Sam3TrackerModel
 
-from ..checkpoints import load_complete_folder, load_exact, read_state_dict
-from ..errors import ModelFileError
-from .convert import Sam3Architecture, detect_sam3_architecture, detector_state, rename_sam3_detector_keys
+from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete
+from .convert import (
+    Sam3Architecture,
+    detect_sam3_architecture,
+    detector_state,
+    has_box_head,
+    rename_sam3_box_head_keys,
+    rename_sam3_detector_keys,
+)
 from .detector import Sam3Detector
 from .text import clip_tokenizer
 
 FOLDER_TYPES = ("sam3", "sam3_video")
+# where a transformers Sam3VideoModel keeps the tracker and its neck
+VIDEO_TRACKER, VIDEO_TRACKER_NECK = "tracker_model.", "tracker_neck."
 _loaded: weakref.WeakValueDictionary[tuple, Sam3Detector] = weakref.WeakValueDictionary()
 _lock = threading.Lock()
 
@@ -43,24 +52,68 @@ def build_sam3_model(arch: Sam3Architecture) -> Sam3Model:
     return Sam3Model(config).eval()
 
 
+def build_sam3_box_head(model: Sam3Model) -> Sam3TrackerModel:
+    """The tracker's box-to-mask head for ``model``, on the meta device and without a ViT of its own:
+    it reads the detector's ViT output, so the big encoder is held and run once."""
+    vit = model.config.vision_config.backbone_config
+    grid = vit.image_size // vit.patch_size
+    config = Sam3TrackerConfig(
+        vision_config={**model.config.vision_config.to_dict(), "backbone_feature_sizes": [[4 * grid] * 2, [2 * grid] * 2, [grid] * 2]},
+        prompt_encoder_config={"image_size": vit.image_size, "patch_size": vit.patch_size},
+    )
+    with torch.device("meta"):
+        head = Sam3TrackerModel(config)
+    head.vision_encoder.backbone = torch.nn.Identity()
+    return head.eval()
+
+
 def sam3_from_state(state: dict[str, torch.Tensor], source: Path) -> Sam3Detector:
-    """SAM 3 from a release file's tensors (``detector.*``; the tracker's are not used for images)."""
+    """SAM 3 from a release file's tensors: the detector (``detector.*``) and, when the file has
+    the tracker (``tracker.*``), its box-to-mask head (the video memory is not used for images)."""
     detector = detector_state(state)
     arch = detect_sam3_architecture(detector, str(source))
     model = build_sam3_model(arch)
     renamed = rename_sam3_detector_keys(detector)
-    missing = sorted(set(model.state_dict()) - set(renamed))
-    if missing:
-        raise ModelFileError(
-            f"{source} is incomplete: {len(missing)} SAM 3 tensors are missing ({', '.join(missing[:4])}, ...); download it again"
-        )
+    require_complete(model, renamed, source, "SAM 3")
     load_exact(model, renamed, source, arch.name)
-    return Sam3Detector(model.float(), clip_tokenizer(), arch.name)
+    box_head = None
+    if has_box_head(state):
+        box_head = build_sam3_box_head(model)
+        head_state = rename_sam3_box_head_keys(state)
+        require_complete(box_head, head_state, source, "SAM 3 box-to-mask head")
+        load_exact(box_head, head_state, source, f"{arch.name} box-to-mask head", assign=True)
+        box_head.float()
+    return Sam3Detector(model.float(), clip_tokenizer(), arch.name, box_head)
 
 
 def sam3_from_folder(path: Path) -> Sam3Detector:
-    model = load_complete_folder(Sam3Model, path, "SAM 3")
-    return Sam3Detector(model.float().eval(), clip_tokenizer(path), "SAM 3")
+    """A transformers folder: ``sam3`` holds the detector only; ``sam3_video`` (the hub's ``facebook/sam3``)
+    also holds the tracker, whose box-to-mask head is loaded beside the detector."""
+    model = load_complete_folder(Sam3Model, path, "SAM 3").float().eval()
+    box_head = None
+    if json.loads((path / "config.json").read_text()).get("model_type") == "sam3_video":
+        box_head = build_sam3_box_head(model)
+        wanted = set(box_head.state_dict())
+        head_state = {name: tensor for name, tensor in _video_folder_head_tensors(path) if name in wanted}
+        require_complete(box_head, head_state, path, "SAM 3 box-to-mask head")
+        load_exact(box_head, head_state, path, "SAM 3 box-to-mask head", assign=True)
+        box_head.float()
+    return Sam3Detector(model, clip_tokenizer(path), "SAM 3", box_head)
+
+
+def _video_folder_head_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """A ``sam3_video`` folder's tracker tensors under ``Sam3TrackerModel`` names (its neck is the model's ``tracker_neck``).
+
+    The hub's files name them ``tracker_model.*``; transformers' own ``save_pretrained`` of a
+    ``Sam3VideoModel`` writes ``tracker_model.tracker_model.*``: both are read.
+    """
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
+                if name.startswith(VIDEO_TRACKER_NECK):
+                    yield "vision_encoder.neck." + name[len(VIDEO_TRACKER_NECK):], weights.get_tensor(name)
+                elif name.startswith(VIDEO_TRACKER):
+                    yield name.removeprefix(VIDEO_TRACKER).removeprefix(VIDEO_TRACKER), weights.get_tensor(name)
 
 
 def load_sam3(path: Path, state: dict[str, torch.Tensor] | None = None) -> Sam3Detector:
@@ -73,9 +126,22 @@ def load_sam3(path: Path, state: dict[str, torch.Tensor] | None = None) -> Sam3D
     return _shared(path, lambda p: sam3_from_state(state if state is not None else read_state_dict(p), p))
 
 
-def _shared(path: Path, load: Callable[[Path], Sam3Detector]) -> Sam3Detector:
+def loaded_sam3(path: Path) -> Sam3Detector | None:
+    """The SAM 3 already loaded from this exact file and still in use (the other loader's), without reading the file."""
+    marker = path / "config.json" if path.is_dir() else path
+    if not marker.is_file():
+        return None
+    with _lock:
+        return _loaded.get(_key(path))
+
+
+def _key(path: Path) -> tuple:
     stat = (path / "config.json" if path.is_dir() else path).resolve().stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _shared(path: Path, load: Callable[[Path], Sam3Detector]) -> Sam3Detector:
+    key = _key(path)
     with _lock:
         found = _loaded.get(key)
         if found is None:

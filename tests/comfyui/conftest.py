@@ -79,7 +79,7 @@ def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
     save_at_size(sam.state_dict(), paths["sam"], known_model(SAM_FILE).size)
     paths["mm"] = mm_grounding_dino_folder(work / MM_FOLDER)
     paths["sam2"] = save_sam2_release(meta_sam2("2.1-tiny", seed=5), work / SAM2_FILE)
-    sam3 = meta_sam3(seed=7)
+    sam3 = meta_sam3(seed=7, interactive=True)  # with the tracker, as Meta ships sam3.pt
     calibrate_sam3(sam3, load_image_file(SHARED_IMAGES / "bus.jpg")[0])
     paths["sam3"] = save_sam3_release(sam3, work / SAM3_FILE)
     return paths

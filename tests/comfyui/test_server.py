@@ -588,17 +588,21 @@ def assert_same_objects(server, run: Run, ids: dict[str, str], expected, case: s
     measure(server.version, case, seconds=round(run.seconds, 1), objects=len(expected), min_mask_iou=round(min(ious), 5))
 
 
+def assert_mm_boxes_segmented(server, case: dict, sam: str, prefix: str, name: str) -> None:
+    """MM-Grounding-DINO boxes segmented by ``sam`` through the seed's loaders and segment node, as the library does."""
+    g, ids = segment_graph([case["png"].name], PROMPT, case["threshold"], sam=sam, dino=MM_FOLDER)
+    ids = save_outputs(g, ids, prefix, image=False, objects=True, json_out=True)
+    run = server.run(g.nodes)
+    assert_success(run)
+    assert len(case["expected"]) > 0
+    assert_same_objects(server, run, ids, case["expected"], name)
+
+
 def test_sam2_and_mm_grounding_dino_in_the_seed_nodes(server, sam2_case):
     """SAM 2.1 (Meta's .pt in models/sams) with MM-Grounding-DINO, through the seed's loaders and segment node."""
     choices = server.object_info()["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     assert SAM2_FILE in choices and "sam2.1_hiera_large (898MB)" in choices and "sam2.1-hiera-base-plus (transformers)" in choices
-    g, ids = segment_graph([sam2_case["png"].name], PROMPT, sam2_case["threshold"], sam=SAM2_FILE, dino=MM_FOLDER)
-    ids = save_outputs(g, ids, "sam2", image=False, objects=True, json_out=True)
-    run = server.run(g.nodes)
-    assert_success(run)
-    expected = sam2_case["expected"]
-    assert len(expected) > 0
-    assert_same_objects(server, run, ids, expected, "SAM 2.1 + MM-Grounding-DINO")
+    assert_mm_boxes_segmented(server, sam2_case, SAM2_FILE, "sam2", "SAM 2.1 + MM-Grounding-DINO")
 
 
 @pytest.fixture(scope="session")
@@ -628,3 +632,18 @@ def test_sam3_in_both_seed_loaders(server, sam3_case):
     expected = sam3_case["expected"]
     assert len(expected) > 0 and set(expected.labels) <= {"person", "bus"}
     assert_same_objects(server, run, ids, expected, "SAM 3 in both sockets")
+
+
+@pytest.fixture(scope="session")
+def sam3_masks_case(full_size_checkpoints, mm_case):
+    """MM-Grounding-DINO boxes, SAM 3 masks (its box-to-mask head), run by the library on the mm case."""
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+
+    pipeline = GroundedSam(load_grounding_dino(full_size_checkpoints["mm"], "cpu"), load_sam(full_size_checkpoints["sam3"], "cpu"))
+    expected = pipeline.segment(comfy_image(mm_case["png"]), PROMPT, DetectionSettings(mm_case["threshold"], 0.25))
+    return {**mm_case, "expected": expected}
+
+
+def test_other_boxes_with_sam3_masks_in_the_seed_nodes(server, sam3_masks_case):
+    """sam3.pt in the SAM loader with another detector: SAM 3 segments that detector's boxes, as the library does."""
+    assert_mm_boxes_segmented(server, sam3_masks_case, SAM3_FILE, "sam3_masks", "MM-Grounding-DINO + SAM 3 masks")
