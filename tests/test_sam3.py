@@ -242,6 +242,17 @@ def test_video_folder(release, tmp_path, bus, layout):
     assert torch.equal(ours.boxes, expected.boxes) and torch.equal(ours.masks, expected.masks)
 
 
+def test_file_without_the_clip_projection(release, tmp_path, zidane):
+    """Repackaged files leave out CLIP's pooled projection (SAM 3 never reads it; ComfyUI's loader refuses its shape):
+    such a file loads and gives the release file's results."""
+    state = torch.load(release[1], weights_only=True)["model"]
+    del state["detector.backbone.language_backbone.encoder.text_projection"]
+    torch.save({"model": state}, tmp_path / "repackaged.pt")
+    ours, expected = load_grounding_dino(tmp_path / "repackaged.pt", "cpu"), load_grounding_dino(release[1], "cpu")
+    found, wanted = ours.detect(zidane, "person", FEW), expected.detect(zidane, "person", FEW)
+    assert torch.equal(found.boxes, wanted.boxes) and torch.equal(found.scores, wanted.scores) and torch.equal(found.masks, wanted.masks)
+
+
 def test_wrong_sam3_files(release, tmp_path):
     """A cut file names what is missing; a file without the ViT's rotary tables says why it cannot be sized; SAM 3.1 is named."""
     _, path = release

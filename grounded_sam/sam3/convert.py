@@ -23,6 +23,10 @@ DETECTOR = "detector."
 TRACKER = "tracker."
 TRUNK = "backbone.vision_backbone.trunk."
 TEXT = "backbone.language_backbone.encoder."
+# CLIP's pooled-output projection: SAM 3 never reads it, and repackaged files (ComfyUI's loader
+# refuses its [1024, 512] shape) leave it out; then it is filled with zeros of Meta's shape.
+CLIP_PROJECTION = f"{TEXT}text_projection"
+CLIP_PROJECTION_DIM = 512
 VIT_HEAD_DIM = 64
 TEXT_HEAD_DIM = 64
 # Tensors the image detector never reads: the tracker's neck and the point prompts' projections
@@ -168,7 +172,7 @@ def detect_sam3_architecture(state: dict[str, torch.Tensor], source: str) -> Sam
         "vocab_size": int(tokens.shape[0]),
         "hidden_size": width,
         "intermediate_size": int(state[f"{TEXT}transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-        "projection_dim": int(state[f"{TEXT}text_projection"].shape[1]),
+        "projection_dim": int(state[CLIP_PROJECTION].shape[1]) if CLIP_PROJECTION in state else CLIP_PROJECTION_DIM,
         "num_hidden_layers": _count(state, re.escape(TEXT) + r"transformer\.resblocks\.(\d+)\."),
         "num_attention_heads": width // TEXT_HEAD_DIM,
         "max_position_embeddings": int(state[f"{TEXT}positional_embedding"].shape[0]),
@@ -196,6 +200,9 @@ _FUSED = {"qkv.weight": "weight", "qkv.bias": "bias", "in_proj_weight": "weight"
 def rename_sam3_detector_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The detector's tensors under transformers' ``Sam3Model`` names; fused q/k/v projections split in three."""
     renamed: dict[str, torch.Tensor] = {}
+    if CLIP_PROJECTION not in state and f"{TEXT}token_embedding.weight" in state:
+        width = int(state[f"{TEXT}token_embedding.weight"].shape[1])
+        renamed["text_encoder.text_projection.weight"] = torch.zeros(CLIP_PROJECTION_DIM, width)
     for old, tensor in state.items():
         if _UNUSED.search(old):
             continue
