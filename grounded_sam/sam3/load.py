@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -76,13 +76,7 @@ def sam3_from_state(state: dict[str, torch.Tensor], source: Path) -> Sam3Detecto
     renamed = rename_sam3_detector_keys(detector)
     require_complete(model, renamed, source, "SAM 3")
     load_exact(model, renamed, source, arch.name)
-    box_head = None
-    if has_box_head(state):
-        box_head = build_sam3_box_head(model)
-        head_state = rename_sam3_box_head_keys(state)
-        require_complete(box_head, head_state, source, "SAM 3 box-to-mask head")
-        load_exact(box_head, head_state, source, f"{arch.name} box-to-mask head", assign=True)
-        box_head.float()
+    box_head = _box_head(model, lambda _wanted: rename_sam3_box_head_keys(state), source, arch.name) if has_box_head(state) else None
     return Sam3Detector(model.float(), clip_tokenizer(), arch.name, box_head)
 
 
@@ -90,30 +84,38 @@ def sam3_from_folder(path: Path) -> Sam3Detector:
     """A transformers folder: ``sam3`` holds the detector only; ``sam3_video`` (the hub's ``facebook/sam3``)
     also holds the tracker, whose box-to-mask head is loaded beside the detector."""
     model = load_complete_folder(Sam3Model, path, "SAM 3").float().eval()
-    box_head = None
-    if json.loads((path / "config.json").read_text()).get("model_type") == "sam3_video":
-        box_head = build_sam3_box_head(model)
-        wanted = set(box_head.state_dict())
-        head_state = {name: tensor for name, tensor in _video_folder_head_tensors(path) if name in wanted}
-        require_complete(box_head, head_state, path, "SAM 3 box-to-mask head")
-        load_exact(box_head, head_state, path, "SAM 3 box-to-mask head", assign=True)
-        box_head.float()
+    is_video = json.loads((path / "config.json").read_text()).get("model_type") == "sam3_video"
+    box_head = _box_head(model, lambda wanted: _video_folder_head_tensors(path, wanted), path, "SAM 3") if is_video else None
     return Sam3Detector(model, clip_tokenizer(path), "SAM 3", box_head)
 
 
-def _video_folder_head_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """A ``sam3_video`` folder's tracker tensors under ``Sam3TrackerModel`` names (its neck is the model's ``tracker_neck``).
+def _box_head(model: Sam3Model, read: Callable[[set[str]], dict[str, torch.Tensor]], source: Path, name: str) -> Sam3TrackerModel:
+    """The box-to-mask head for ``model``, its tensors from ``read(the names it needs)``, refused when any is missing."""
+    head = build_sam3_box_head(model)
+    state = read(set(head.state_dict()))
+    require_complete(head, state, source, "SAM 3 box-to-mask head")
+    load_exact(head, state, source, f"{name} box-to-mask head", assign=True)
+    return head.float()
+
+
+def _video_folder_head_tensors(path: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
+    """The ``wanted`` tensors of a ``sam3_video`` folder's tracker, under ``Sam3TrackerModel`` names (its neck is the
+    model's ``tracker_neck``); the video memory's are not read.
 
     The hub's files name them ``tracker_model.*``; transformers' own ``save_pretrained`` of a
     ``Sam3VideoModel`` writes ``tracker_model.tracker_model.*``: both are read.
     """
+    found: dict[str, torch.Tensor] = {}
     for file in sorted(path.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as weights:
             for name in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
                 if name.startswith(VIDEO_TRACKER_NECK):
-                    yield "vision_encoder.neck." + name[len(VIDEO_TRACKER_NECK):], weights.get_tensor(name)
-                elif name.startswith(VIDEO_TRACKER):
-                    yield name.removeprefix(VIDEO_TRACKER).removeprefix(VIDEO_TRACKER), weights.get_tensor(name)
+                    ours = "vision_encoder.neck." + name[len(VIDEO_TRACKER_NECK):]
+                else:
+                    ours = name.removeprefix(VIDEO_TRACKER).removeprefix(VIDEO_TRACKER)
+                if name.startswith((VIDEO_TRACKER, VIDEO_TRACKER_NECK)) and ours in wanted:
+                    found[ours] = weights.get_tensor(name)
+    return found
 
 
 def load_sam3(path: Path, state: dict[str, torch.Tensor] | None = None) -> Sam3Detector:
@@ -128,15 +130,19 @@ def load_sam3(path: Path, state: dict[str, torch.Tensor] | None = None) -> Sam3D
 
 def loaded_sam3(path: Path) -> Sam3Detector | None:
     """The SAM 3 already loaded from this exact file and still in use (the other loader's), without reading the file."""
-    marker = path / "config.json" if path.is_dir() else path
-    if not marker.is_file():
+    if not _marker(path).is_file():
         return None
     with _lock:
         return _loaded.get(_key(path))
 
 
+def _marker(path: Path) -> Path:
+    """The file whose identity stands for the model: the release file, or a folder's config."""
+    return path / "config.json" if path.is_dir() else path
+
+
 def _key(path: Path) -> tuple:
-    stat = (path / "config.json" if path.is_dir() else path).resolve().stat()
+    stat = _marker(path).resolve().stat()
     return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
