@@ -1,3 +1,11 @@
+"""Fixtures shared by the whole suite: the photos, and every random-weight model file, built once per run.
+
+Every model file lives in one session folder (``models_dir``) and is built the first time a test
+asks for it; no test builds its own copy of a model another test already has. Tests of what
+surrounds the models (hosts, outputs, caching, progress) use a tiny Grounding DINO in the release
+layout; parity tests use the release widths (``parity_*``).
+"""
+
 from __future__ import annotations
 
 import os
@@ -10,6 +18,8 @@ from grounded_sam.images import load_image_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+from suite_report import pytest_runtest_logreport, pytest_terminal_summary  # noqa: E402,F401 - the time split printed at the end
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 IMAGES = SHARED / "images"
@@ -33,22 +43,49 @@ def zidane() -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory) -> Path:
+def models_dir(tmp_path_factory) -> Path:
+    """The one folder every built model file goes to."""
     return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="session")
-def reference_dino(workdir):
-    from reference_models import bert_folder, original_grounding_dino
+def bert_small(models_dir) -> Path:
+    from reference_models import bert_folder
 
-    return original_grounding_dino(bert_folder(workdir / "bert"))
+    return bert_folder(models_dir / "bert-small")
+
+
+# --- Grounding DINO: release widths for parity, tiny for everything else -------------------------
 
 
 @pytest.fixture(scope="session")
-def dino_checkpoint(workdir, reference_dino) -> Path:
+def reference_dino(bert_small):
+    """The original implementation, Swin-T and the release's transformer widths, two encoder and decoder layers."""
+    from reference_models import original_grounding_dino
+
+    return original_grounding_dino(bert_small)
+
+
+@pytest.fixture(scope="session")
+def parity_dino_checkpoint(models_dir, reference_dino) -> Path:
     from reference_models import save_original_release
 
-    return save_original_release(reference_dino, workdir / "groundingdino_swint_ogc.pth")
+    return save_original_release(reference_dino, models_dir / "groundingdino_swint_parity.pth")
+
+
+@pytest.fixture(scope="session")
+def parity_detector(parity_dino_checkpoint):
+    from grounded_sam import load_grounding_dino
+
+    return load_grounding_dino(parity_dino_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def dino_checkpoint(models_dir, bert_small) -> Path:
+    """A tiny Grounding DINO in the release file's layout, loaded by the real loader."""
+    from reference_models import TINY_DINO, original_grounding_dino, save_original_release
+
+    return save_original_release(original_grounding_dino(bert_small, **TINY_DINO), models_dir / "groundingdino_tiny.pth")
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +93,9 @@ def detector(dino_checkpoint):
     from grounded_sam import load_grounding_dino
 
     return load_grounding_dino(dino_checkpoint)
+
+
+# --- Segment Anything ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +106,8 @@ def reference_sam():
 
 
 @pytest.fixture(scope="session")
-def sam_checkpoint(workdir, reference_sam) -> Path:
-    path = workdir / "sam_vit_tiny.pth"
+def sam_checkpoint(models_dir, reference_sam) -> Path:
+    path = models_dir / "sam_vit_tiny.pth"
     torch.save(reference_sam.state_dict(), path)
     return path
 
@@ -77,6 +117,33 @@ def segmenter(sam_checkpoint):
     from grounded_sam import load_sam
 
     return load_sam(sam_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def sam2_tiny(models_dir):
+    """(Meta's SAM 2.1 tiny model, its release-format file): the release architecture, random weights."""
+    from reference_models import meta_sam2, save_sam2_release
+
+    model = meta_sam2("2.1-tiny", seed=3)
+    return model, save_sam2_release(model, models_dir / "sam2.1_hiera_tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def sam3_release(models_dir, bus):
+    """(Meta's SAM 3 image model with its box-to-mask head, its ``sam3.pt``-format file), two ViT and two text layers."""
+    from reference_models import calibrate_sam3, meta_sam3, save_sam3_release
+
+    model = meta_sam3(seed=1, interactive=True)
+    calibrate_sam3(model, bus)
+    return model, save_sam3_release(model, models_dir / "sam3.pt")
+
+
+@pytest.fixture(scope="session")
+def mm_folder(models_dir) -> Path:
+    """A small random MM-Grounding-DINO in the transformers layout of ``openmmlab-community/mm_grounding_dino_*``."""
+    from reference_models import mm_grounding_dino_folder
+
+    return mm_grounding_dino_folder(models_dir / "mm_grounding_dino_tiny")
 
 
 @pytest.fixture(scope="session")

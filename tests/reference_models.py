@@ -39,8 +39,10 @@ def meta_sam(kind: str = "vit", hq: bool = False, embed: int = 64, depth: int = 
     if kind == "tiny_vit":
         from mobile_sam import sam_model_registry
 
+        torch.manual_seed(seed)
         model = sam_model_registry["vit_t"]()
     else:
+        torch.manual_seed(seed)  # the initial weights too: the same model whatever ran before
         package = __import__("segment_anything_hq" if hq else "segment_anything", fromlist=["modeling"])
         m = package.modeling
         encoder = m.ImageEncoderViT(
@@ -136,16 +138,33 @@ def bert_folder(folder: Path, hidden: int = 128, layers: int = 2, intermediate: 
     return folder
 
 
-def original_grounding_dino(bert: Path, backbone: str = "swin_T_224_1k", enc: int = 2, dec: int = 2, seed: int = 0):
-    """The original IDEA model (as packaged on PyPI) with random weights."""
+def original_grounding_dino(
+    bert: Path,
+    backbone: str = "swin_T_224_1k",
+    enc: int = 2,
+    dec: int = 2,
+    seed: int = 0,
+    swin: dict | None = None,
+    hidden: int = 256,
+    ffn: int = 2048,
+    decoder_norm: tuple[float, float] = (0.05, 1.0),
+):
+    """The original IDEA model (as packaged on PyPI) with random weights.
+
+    ``swin`` overrides the named backbone's settings (``depths``, ``embed_dim``, ``num_heads``): a
+    reduced Swin with the same tensor names; ``hidden`` and ``ffn`` are the transformer's widths.
+    ``decoder_norm`` scales the decoder's last norm (weight, bias), which sets how far the token
+    logits spread: random weights would otherwise saturate every score.
+    """
     restore_bert_helpers()
     from addict import Dict
     from groundingdino.models import build_model
+    from groundingdino.models.GroundingDINO.backbone import backbone as backbones
 
     args = Dict(
         modelname="groundingdino", backbone=backbone, position_embedding="sine", pe_temperatureH=20,
         pe_temperatureW=20, return_interm_indices=[1, 2, 3], backbone_freeze_keywords=None, enc_layers=enc,
-        dec_layers=dec, pre_norm=False, dim_feedforward=2048, hidden_dim=256, dropout=0.0, nheads=8,
+        dec_layers=dec, pre_norm=False, dim_feedforward=ffn, hidden_dim=hidden, dropout=0.0, nheads=8,
         num_queries=900, query_dim=4, num_patterns=0, num_feature_levels=4, enc_n_points=4, dec_n_points=4,
         two_stage_type="standard", two_stage_bbox_embed_share=False, two_stage_class_embed_share=False,
         transformer_activation="relu", dec_pred_bbox_embed_share=True, dn_box_noise_scale=1.0,
@@ -154,11 +173,23 @@ def original_grounding_dino(bert: Path, backbone: str = "swin_T_224_1k", enc: in
         use_fusion_layer=True, use_checkpoint=False, use_transformer_ckpt=False, use_text_cross_attention=True,
         text_dropout=0.0, fusion_dropout=0.0, fusion_droppath=0.1, sub_sentence_present=True, device="cpu",
     )  # fmt: skip
-    model = build_model(args)
+    build_swin = backbones.build_swin_transformer
+    torch.manual_seed(seed)  # the initial weights too: the same model whatever ran before
+    with mock.patch.object(backbones, "build_swin_transformer", lambda *a, **kw: build_swin(*a, **{**kw, **(swin or {})})):
+        model = build_model(args)
     perturb(model, seed, scale=0.02)
     with torch.no_grad():  # keep token logits O(1) so thresholds split boxes instead of all saturating
-        model.transformer.decoder.norm.weight.mul_(0.05)
+        model.transformer.decoder.norm.weight.mul_(decoder_norm[0])
+        model.transformer.decoder.norm.bias.mul_(decoder_norm[1])
     return model.eval()
+
+
+# A Grounding DINO small enough for tests of everything around the model (hosts, outputs, caching, progress):
+# the release layout and code path, a twentieth of the work. Parity tests use the release widths.
+TINY_DINO = {"swin": {"embed_dim": 32, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 4, 8]}, "hidden": 64, "ffn": 128, "enc": 1, "dec": 2}
+# The release's per-layer shapes (Swin-T, BERT-base width, 256-wide transformer) with fewer layers of each; its
+# scores spread like a detector's (on bus.jpg, "person . bus": a dozen of 585 boxes above 0.7, the best at 0.74).
+REDUCED_SWINT_DINO = {"swin": {"depths": [2, 2, 2, 2]}, "enc": 2, "dec": 2, "decoder_norm": (0.025, 0.1)}
 
 
 def save_original_release(model: torch.nn.Module, path: Path) -> Path:
@@ -206,6 +237,7 @@ def meta_sam2(size: str = "2.1-tiny", seed: int = 0):
     """Meta's SAM 2 model (``build_sam2``, the release architecture) with random weights."""
     from sam2.build_sam import build_sam2
 
+    torch.manual_seed(seed)
     model = build_sam2(SAM2_CONFIGS[size], None, device="cpu")
     perturb(model, seed, scale=0.02)
     return model.eval()

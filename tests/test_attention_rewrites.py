@@ -97,3 +97,28 @@ def test_gathered_deformable_attention_sums_half_precision_in_float32():
     assert ours.dtype == torch.bfloat16
     # bf16 values carry ~3 significant digits; float32 accumulation keeps the sum at that level
     torch.testing.assert_close(ours.double(), expected, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("boxes", [1, 5])
+def test_box_decoder_matches_transformers_sam(boxes):
+    """Decoding many boxes with the image's first-layer work done once gives SamModel's single-mask logits."""
+    from transformers import SamConfig, SamModel
+
+    from grounded_sam.sam.box_decoder import decode_boxes
+
+    torch.manual_seed(0)
+    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1], mlp_dim=64)
+    model = SamModel(SamConfig(vision_config=vision.to_dict())).double().eval()
+    with torch.no_grad():  # zero-initialised tensors (biases, layer norms) get values, so a wrong term shows
+        for param in model.mask_decoder.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    generator = torch.Generator().manual_seed(1)
+    embedding = torch.randn(1, 256, 64, 64, generator=generator, dtype=torch.float64)
+    corners = torch.rand(boxes, 2, generator=generator, dtype=torch.float64) * 700
+    xyxy = torch.cat([corners, corners + 40 + torch.rand(boxes, 2, generator=generator, dtype=torch.float64) * 300], dim=1)
+    with torch.inference_mode():
+        expected = model(image_embeddings=embedding, input_boxes=xyxy.unsqueeze(0), multimask_output=False).pred_masks[0, :, 0]
+        ours = decode_boxes(model, embedding, xyxy)
+    assert expected.shape == ours.shape == (boxes, 256, 256)
+    torch.testing.assert_close(ours, expected, atol=1e-10, rtol=1e-10)
+    assert (expected > 0).any() and (expected < 0).any()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +164,7 @@ def test_rerun_skips_what_is_done_and_refuses_another_job(single_run, dataset, d
     assert "holds a labelling run with other models, prompt or settings" in err and "box_threshold" in err
 
 
+@pytest.mark.system
 def test_killed_run_loses_at_most_the_image_in_flight(tmp_path, single_run, dataset, dino_checkpoint, sam_checkpoint, threshold, capsys):
     out = tmp_path / "job"
     images = [dataset / name for name in GOOD]
@@ -206,21 +209,26 @@ def test_shards_merge_into_the_single_run(tmp_path, single_run, dataset, dino_ch
 
 
 def _perturbed(data: dict, fraction: float, drop: bool = False) -> dict:
-    """The same labels with ``fraction`` of them (spread evenly) moved 60 pixels right (a miss and a false
-    positive each: the random models' speckled masks share nothing with themselves moved), or dropped."""
+    """The same labels with ``fraction`` of each category's objects (at least that share, spread evenly; AP is a mean
+    over categories) moved right out of the frame: a miss and a false positive each (neither the moved box nor its
+    mask, now empty, can overlap any object), or dropped."""
     from grounded_sam.labeling.annotations import encode_masks
 
     copy = json.loads(json.dumps(data))
+    widths = {image["id"]: image["width"] for image in copy["images"]}
+    per_category = Counter(a["category_id"] for a in copy["annotations"])
+    seen: Counter = Counter()
     kept = []
-    for n, annotation in enumerate(copy["annotations"]):
-        tenths = round(fraction * 10)
-        if (n + 1) * tenths // 10 > n * tenths // 10:  # evenly spread: that many in every ten
+    for annotation in copy["annotations"]:
+        n, count = seen[annotation["category_id"]], per_category[annotation["category_id"]]
+        seen[annotation["category_id"]] += 1
+        chosen = math.ceil(fraction * count)
+        if (n + 1) * chosen // count > n * chosen // count:  # evenly spread: ``chosen`` of the category's ``count``
             if drop:
                 continue
-            mask = np.roll(rle_mask(annotation["segmentation"]), 60, axis=1)
-            mask[:, :60] = False
+            mask = np.zeros_like(rle_mask(annotation["segmentation"]))  # all of it moved out of the frame
             annotation["segmentation"] = encode_masks(mask[None])[0]
-            annotation["bbox"][0] += 60
+            annotation["bbox"][0] += widths[annotation["image_id"]]
         kept.append(annotation)
     copy["annotations"] = kept
     return copy
@@ -263,6 +271,7 @@ def test_eval_gives_ap_one_on_its_own_labels_and_less_when_perturbed(tmp_path, s
     assert main(["eval", str(tmp_path / "nope.json"), "--gt", str(gt)]) == 2
 
 
+@pytest.mark.system
 def test_ray_cluster_gives_the_single_process_labels(tmp_path, single_run, dataset, dino_checkpoint, sam_checkpoint, threshold, capsys):
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster

@@ -11,22 +11,28 @@ from PIL import Image
 from test_sam_parity import assert_same_masks
 
 from grounded_sam import DetectionSettings, GroundedSam, InputError, ModelFileError, load_grounding_dino, load_sam
+from grounded_sam.exclusion import inside_boxes
+from grounded_sam.prompts import Prompt
 from grounded_sam.sam3.detector import Sam3Detector, upscale_masks
 from grounded_sam.sam3.segmenter import Sam3Segmenter
 
 pytest.importorskip("sam3", reason="Meta's sam3 package is the reference (installed by scripts/install-test-deps.sh)")
+pytestmark = pytest.mark.parity
 
 FEW = DetectionSettings(box_threshold=0.0, nms_iou=None, max_detections=10)
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory, bus):
+def release(sam3_release):
     """(Meta's SAM 3 image model with its box-to-mask head, its ``sam3.pt``-format file), two ViT and two text layers."""
-    from reference_models import calibrate_sam3, meta_sam3, save_sam3_release
+    return sam3_release
 
-    model = meta_sam3(seed=1, interactive=True)
-    calibrate_sam3(model, bus)
-    return model, save_sam3_release(model, tmp_path_factory.mktemp("sam3") / "sam3.pt")
+
+@pytest.fixture(scope="module")
+def sam3(release) -> Sam3Detector:
+    """The release file loaded once for this module: while it is alive, both loaders hand out this same model
+    (loading SAM 3 again from the same file gives the model in use), so its per-frame features are computed once."""
+    return load_grounding_dino(release[1], "cpu")
 
 
 PHRASES = ("person", "red tie")
@@ -64,9 +70,9 @@ def threshold_keeping_some_of_each(scores: list[torch.Tensor]) -> float:
     return float(ordered[i] + ordered[i + 1]) / 2
 
 
-def test_every_query_matches_meta(release, meta_zidane, zidane):
+def test_every_query_matches_meta(sam3, meta_zidane, zidane):
     """All 200 queries of both phrases, one by one: score within 1e-3, box within 1e-3 px, mask IoU >= 0.999."""
-    detector = load_grounding_dino(release[1], "cpu")
+    detector = sam3
     assert isinstance(detector, Sam3Detector) and detector.name == "SAM 3 (ViT 1024x2)"
     height, width = zidane.shape[:2]
     for phrase, ref in meta_zidane.items():
@@ -77,9 +83,9 @@ def test_every_query_matches_meta(release, meta_zidane, zidane):
         assert_same_masks(upscale_masks(mask_logits, (height, width)), ref["masks"])
 
 
-def test_text_path_matches_meta(release, meta_zidane, zidane):
+def test_text_path_matches_meta(sam3, meta_zidane, zidane):
     """A two-phrase prompt at a threshold: each phrase's instances are Meta's for that phrase alone, labelled with it."""
-    detector = load_grounding_dino(release[1], "cpu")
+    detector = sam3
     threshold = threshold_keeping_some_of_each([ref["scores"] for ref in meta_zidane.values()])
     found = detector.detect(zidane, " . ".join(PHRASES), DetectionSettings(box_threshold=threshold, nms_iou=None))
     assert found.scores.diff().le(0).all()
@@ -96,10 +102,12 @@ def test_text_path_matches_meta(release, meta_zidane, zidane):
         assert_same_masks(mine.masks, ref["masks"][kept][match])
 
 
-def test_features_computed_once_per_frame(release, bus, zidane):
+def test_features_computed_once_per_frame(release, sam3, bus, zidane):
     """Every phrase and every later prompt on the same frame reuse its image features; a new frame does not."""
     _, path = release
     detector = load_grounding_dino(path, "cpu")
+    assert detector is sam3  # the model in use, not a second copy
+    detector.clear_caches()  # count from a fresh start
     calls = []
     hook = detector.model.vision_encoder.register_forward_hook(lambda *_: calls.append(1))
     try:
@@ -114,7 +122,7 @@ def test_features_computed_once_per_frame(release, bus, zidane):
     assert torch.equal(again.boxes[: len(person)], person.boxes) and torch.equal(again.masks[: len(person)], person.masks)
 
 
-def test_both_sockets_one_pass(release, bus):
+def test_both_sockets_one_pass(release, sam3, bus):
     """SAM 3 in both loaders: one model, one pass (no segmentation run), the detector's masks, boxes clipped."""
     _, path = release
     detector = load_grounding_dino(path, "cpu")
@@ -129,15 +137,18 @@ def test_both_sockets_one_pass(release, bus):
     assert 0 < len(found) <= 8 and found.labels == direct.labels
     assert torch.equal(found.masks, direct.masks)
     assert torch.equal(found.boxes, direct.clipped_to_image().boxes)
-    # exclude: the excluded phrase's instances (same pass) are cut out of the kept masks
-    both = detector.detect(bus, "bus . person", DetectionSettings(box_threshold=0.0))
-    persons = both.masks[both.phrase_index == 1].any(dim=0)
+    # exclude: the excluded phrase's instances (same pass) are cut out of the kept masks, each inside its own box
+    both = detector.detect(bus, Prompt(("bus",), ("person",)), settings)
+    persons = both.select(both.phrase_index == 1).clipped_to_image()
+    removed = (persons.masks & inside_boxes(persons.boxes, persons.image_size)).any(dim=0)
     kept = pipeline.segment(bus, "bus", settings, exclude="person")
-    assert len(kept) > 0 and set(kept.labels) == {"bus"} and persons.any()
-    assert not (kept.masks & persons).any()
+    assert len(kept) > 0 and set(kept.labels) == {"bus"} and removed.any()
+    assert not (kept.masks & removed).any()
+    uncut = both.select(both.phrase_index == 0).clipped_to_image()
+    assert torch.equal(kept.masks, uncut.masks & ~removed) and (uncut.masks & removed).any()  # the cut took pixels
 
 
-def test_sam3_boxes_segmented_by_sam(release, bus, sam_checkpoint):
+def test_sam3_boxes_segmented_by_sam(release, sam3, bus, sam_checkpoint):
     """SAM 3 boxes with a SAM 1 mask stage: SAM segments SAM 3's boxes (SAM 3's own masks are not used)."""
     _, path = release
     detector, segmenter = load_grounding_dino(path, "cpu"), load_sam(sam_checkpoint, "cpu")
@@ -153,7 +164,8 @@ def test_sam3_boxes_segmented_by_sam(release, bus, sam_checkpoint):
 BOXES = torch.tensor([[50.0, 230.0, 810.0, 750.0], [220.0, 400.0, 350.0, 860.0], [0.0, 550.0, 80.0, 880.0], [660.0, 380.0, 810.0, 880.0]])
 
 
-def test_box_path_matches_meta(release, bus):
+@pytest.mark.quick
+def test_box_path_matches_meta(release, sam3, bus):
     """Boxes to masks: Meta's ``Sam3Image.predict_inst(box=..., multimask_output=False)`` on the same weights.
 
     Meta's predictor fills holes of up to 256 pixels in the low-resolution mask; ours does too,
@@ -177,10 +189,11 @@ def test_box_path_matches_meta(release, bus):
     assert (unfilled != expected.bool()).any(dim=(1, 2)).sum() >= 2
 
 
-def test_other_boxes_with_sam3_masks(release, bus, detector):
+def test_other_boxes_with_sam3_masks(release, sam3, bus, detector):
     """Grounding DINO boxes with SAM 3 in the SAM socket: SAM 3's box head segments them, its ViT run once per frame
     for both stages of SAM 3 (the text path's features are reused by the box path)."""
     segmenter = load_sam(release[1], "cpu")
+    segmenter.clear_caches()  # count from a fresh start
     pipeline = GroundedSam(detector, segmenter, "fp32")
     assert not pipeline.one_pass()
     settings = DetectionSettings(box_threshold=0.0, max_detections=3)
@@ -197,7 +210,7 @@ def test_other_boxes_with_sam3_masks(release, bus, detector):
     assert torch.equal(found.masks, segmenter.masks_for_boxes(segmenter.embed(bus), boxes))
 
 
-def test_transformers_folder(release, tmp_path, zidane):
+def test_transformers_folder(release, sam3, tmp_path, zidane):
     """A transformers ``sam3`` folder loads in both loaders and gives the release file's results."""
     _, path = release
     converted = load_grounding_dino(path, "cpu")
@@ -211,14 +224,9 @@ def test_transformers_folder(release, tmp_path, zidane):
         segmenter.embed(zidane)
 
 
-@pytest.mark.parametrize("layout", ["hub", "save_pretrained"])
-def test_video_folder(release, tmp_path, bus, layout):
-    """A transformers ``sam3_video`` folder (what the hub's ``facebook/sam3`` is), built from the release file's tensors:
-    both stages load from it, with its box-to-mask head, and give the release file's detections and box-path masks.
-
-    "hub": the tensors under the model's own names, as the hub's files hold them; "save_pretrained": as transformers
-    writes such a model (the tracker under ``tracker_model.tracker_model.``)."""
-    from safetensors.torch import save_file
+@pytest.fixture(scope="module")
+def video_model(release, sam3):
+    """A transformers ``Sam3VideoModel`` holding the release file's detector and tracker tensors (built once, saved per layout)."""
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
     release_sam = load_sam(release[1], "cpu")
@@ -227,6 +235,20 @@ def test_video_folder(release, tmp_path, bus, layout):
     head = release_sam.detector.box_head
     video.tracker_neck.load_state_dict(head.vision_encoder.neck.state_dict())
     loaded = video.tracker_model.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("vision_encoder.")}, strict=False)
+    return video, loaded
+
+
+@pytest.mark.parametrize("layout", ["hub", "save_pretrained"])
+def test_video_folder(release, video_model, tmp_path, bus, layout):
+    """A transformers ``sam3_video`` folder (what the hub's ``facebook/sam3`` is), built from the release file's tensors:
+    both stages load from it, with its box-to-mask head, and give the release file's detections and box-path masks.
+
+    "hub": the tensors under the model's own names, as the hub's files hold them; "save_pretrained": as transformers
+    writes such a model (the tracker under ``tracker_model.tracker_model.``)."""
+    from safetensors.torch import save_file
+
+    release_sam = load_sam(release[1], "cpu")
+    video, loaded = video_model
     assert not loaded.unexpected_keys and all(k.startswith(("memory_", "mask_downsample", "no_", "object_pointer", "temporal_", "occlusion_")) for k in loaded.missing_keys)
     folder = tmp_path / "sam3"
     if layout == "hub":
@@ -242,7 +264,7 @@ def test_video_folder(release, tmp_path, bus, layout):
     assert torch.equal(ours.boxes, expected.boxes) and torch.equal(ours.masks, expected.masks)
 
 
-def test_file_without_the_clip_projection(release, tmp_path, zidane):
+def test_file_without_the_clip_projection(release, sam3, tmp_path, zidane):
     """Repackaged files leave out CLIP's pooled projection (SAM 3 never reads it; ComfyUI's loader refuses its shape):
     such a file loads and gives the release file's results."""
     state = torch.load(release[1], weights_only=True)["model"]

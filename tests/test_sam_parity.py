@@ -10,6 +10,7 @@ from grounded_sam import load_sam
 from grounded_sam.sam.load import segmenter_from_meta_module
 
 pytest.importorskip("segment_anything", reason="Meta's segment-anything is the reference (test extra)")
+pytestmark = pytest.mark.parity
 
 
 def boxes_for(frame: torch.Tensor) -> torch.Tensor:
@@ -45,24 +46,26 @@ def run_ours(segmenter, frame, boxes):
     return segmenter.masks_for_boxes(segmenter.embed(frame), boxes)
 
 
+@pytest.mark.quick
 def test_vit_sam_matches_meta(reference_sam, segmenter, bus):
     boxes = boxes_for(bus)
     assert_same_masks(run_ours(segmenter, bus, boxes), reference_masks(reference_sam, bus, boxes))
 
 
-def test_vit_sam_from_safetensors_matches_meta(reference_sam, workdir, zidane):
+def test_vit_sam_from_safetensors_matches_meta(reference_sam, models_dir, zidane):
     from safetensors.torch import save_file
 
-    path = workdir / "sam_tiny.safetensors"
+    path = models_dir / "sam_tiny.safetensors"
     save_file({k: v.contiguous() for k, v in reference_sam.state_dict().items()}, path)
     boxes = boxes_for(zidane)
     assert_same_masks(run_ours(load_sam(path), zidane, boxes), reference_masks(reference_sam, zidane, boxes))
 
 
-def test_hq_sam_matches_reference(workdir, bus):
+@pytest.mark.quick
+def test_hq_sam_matches_reference(models_dir, bus):
     pytest.importorskip("segment_anything_hq", reason="segment-anything-hq is the HQ-SAM reference")
     model = meta_sam(hq=True, seed=1)
-    path = workdir / "sam_hq_tiny.pth"
+    path = models_dir / "sam_hq_tiny.pth"
     torch.save(model.state_dict(), path)
     ours = load_sam(path)
     assert ours.is_hq and ours.name.startswith("HQ-SAM")
@@ -70,10 +73,11 @@ def test_hq_sam_matches_reference(workdir, bus):
     assert_same_masks(run_ours(ours, bus, boxes), reference_masks(model, bus, boxes, hq=True))
 
 
-def test_mobile_sam_matches_reference(workdir, zidane):
+@pytest.mark.quick
+def test_mobile_sam_matches_reference(models_dir, zidane):
     pytest.importorskip("mobile_sam", reason="mobilesam-mirror packages the MobileSAM reference")
     model = meta_sam(kind="tiny_vit", seed=2)
-    path = workdir / "mobile_sam.pt"
+    path = models_dir / "mobile_sam.pt"
     torch.save(model.state_dict(), path)
     ours = load_sam(path)
     assert ours.name == "MobileSAM (TinyViT)"

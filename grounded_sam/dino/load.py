@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection
 
-from ..checkpoints import load_complete_folder, load_exact, read_state_dict
+from ..checkpoints import load_complete_folder, load_exact, read_state_dict, without_initial_values
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from ..sam3.convert import is_meta_sam3
@@ -54,7 +54,7 @@ def _load(path: Path) -> GroundingDinoDetector | Sam3Detector:
             raise ModelFileError(f"{path} is a Segment Anything checkpoint, not Grounding DINO: choose it in the SAM loader")
         raise ModelFileError(f"{path} is not a Grounding DINO checkpoint (no BERT + fusion-layer weights found)")
     config = config_from_original(state, str(path))
-    model = GroundingDinoForObjectDetection(config)
+    model = without_initial_values(lambda: GroundingDinoForObjectDetection(config))
     converted = rename_original_keys(state)
     fill_unused_model_tensors(converted, model.state_dict())
     load_exact(model, converted, path, describe(config))

@@ -10,7 +10,7 @@ from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQMod
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
-from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete
+from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete, without_initial_values
 from ..devices import resolve_device
 from ..errors import ModelFileError, ModelNotFoundError
 from ..sam3.convert import is_meta_sam3
@@ -28,6 +28,10 @@ _STUB_VISION = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads"
 
 def build_sam_model(arch: SamArchitecture) -> SamModel | SamHQModel:
     """An uninitialised-weights model of exactly the checkpoint's architecture."""
+    return without_initial_values(lambda: _sam_model(arch))
+
+
+def _sam_model(arch: SamArchitecture) -> SamModel | SamHQModel:
     vision = _STUB_VISION if arch.encoder == "tiny_vit" else arch.vision
     if arch.hq:
         config = SamHQConfig(
@@ -49,7 +53,7 @@ def build_sam2_model(arch: Sam2Architecture) -> Sam2Model:
         "backbone_config": {"model_type": "sam2_hiera_det_model", **backbone},
         "backbone_channel_list": backbone["embed_dim_per_stage"][::-1],
     }
-    return Sam2Model(Sam2Config(vision_config=vision)).eval()
+    return without_initial_values(lambda: Sam2Model(Sam2Config(vision_config=vision))).eval()
 
 
 def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmenter | Sam3Segmenter:

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from transformers import Sam3Config, Sam3Model, Sam3TrackerConfig, Sam3TrackerModel
 
-from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete
+from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete, without_initial_values
 from .convert import (
     Sam3Architecture,
     detect_sam3_architecture,
@@ -49,7 +49,7 @@ def build_sam3_model(arch: Sam3Architecture) -> Sam3Model:
         detr_decoder_config={"num_layers": arch.detr_decoder_layers, "num_queries": arch.num_queries},
         geometry_encoder_config={"num_layers": arch.geometry_layers},
     )
-    return Sam3Model(config).eval()
+    return without_initial_values(lambda: Sam3Model(config)).eval()
 
 
 def build_sam3_box_head(model: Sam3Model) -> Sam3TrackerModel:

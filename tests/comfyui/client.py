@@ -64,8 +64,9 @@ def free_port() -> int:
 class ComfyServer:
     """``main.py --cpu`` of one installed ComfyUI, its log in a file, stopped by its own PID."""
 
-    def __init__(self, version: str, home: Path, workdir: Path) -> None:
+    def __init__(self, version: str, home: Path, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.version = version
+        self.extra_args = extra_args
         self.home = home
         self.tree = home / "ComfyUI"
         self.python = home / "venv" / "bin" / "python"
@@ -86,7 +87,7 @@ class ComfyServer:
         cmd = [
             str(self.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-            "--input-directory", str(self.input_dir), "--output-directory", str(self.output_dir),
+            "--input-directory", str(self.input_dir), "--output-directory", str(self.output_dir), *self.extra_args,
         ]  # fmt: skip
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(cmd, cwd=self.tree, env=env, stdout=self.log, stderr=subprocess.STDOUT)

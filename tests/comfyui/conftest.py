@@ -1,7 +1,8 @@
 """Real ComfyUI servers (installed by scripts/install-comfyui.sh) with this pack copied into custom_nodes/.
 
-Each version gets one server for the whole session, random-weight full-size checkpoints in the
-release formats under its ``models/``, PNG inputs made from ../shared/images. Without an install
+Each version gets one server for the whole session, random-weight checkpoints in the release
+formats under its ``models/`` (Grounding DINO and SAM with the release's per-layer shapes and fewer
+layers, in files of the release's exact size), PNG inputs made from ../shared/images. Without an install
 the suite skips, unless GROUNDED_SAM_REQUIRE_COMFYUI=1 (set by scripts/test.sh) makes that an error.
 Per-case status and time, and the figures the cases measure, are printed at the end of the run
 and written to ``.comfyui/results.json``.
@@ -39,6 +40,7 @@ WRONG_FILE = "sam_file_in_the_dino_folder.pth"
 SAM3_FILE = "sam3.pt"  # Meta's SAM 3 release format, reduced (two ViT and two text layers), random weights
 MM_FOLDER = "mm_grounding_dino_random"  # a transformers MM-Grounding-DINO folder (small, random weights)
 SAM2_FILE = "sam2.1_hiera_tiny.pt"  # Meta's SAM 2.1 tiny release format, full size, random weights
+QUICK_VERSION = "0.33.0"  # the one version the quick tier (scripts/test.sh --quick) starts
 
 MEASURED: dict[str, dict] = {}  # version -> case -> figures
 OUTCOMES: list[tuple[str, str, str, float]] = []  # (version, case, outcome, seconds)
@@ -49,39 +51,30 @@ def measure(version: str, case: str, **figures) -> None:
 
 
 @pytest.fixture(scope="session")
-def full_size_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Grounding DINO Swin-T (BERT-base, 6+6 layers), SAM ViT-B, SAM 2.1 tiny and a reduced SAM 3 with random weights, as released."""
-    from reference_models import (
-        bert_folder,
-        calibrate_sam3,
-        meta_sam2,
-        meta_sam3,
-        mm_grounding_dino_folder,
-        original_grounding_dino,
-        perturb,
-        save_original_release,
-        save_sam2_release,
-        save_sam3_release,
-    )
-    from segment_anything import sam_model_registry
+def server_checkpoints(models_dir, sam2_tiny, sam3_release, mm_folder) -> dict[str, Path]:
+    """The servers' model files, random weights, in the release formats and under the release names:
 
-    from grounded_sam.images import load_image_file
+    - Grounding DINO Swin-T and SAM ViT-B with the release's per-layer shapes (BERT-base width, 256-wide
+      transformer, 768-wide ViT) and fewer layers, each in a file of the release's exact size (the
+      loaders check a release name against its size), so each layer costs what it costs in the release;
+    - SAM 2.1 tiny as released, SAM 3 reduced with its tracker, a small MM-Grounding-DINO folder
+      (the same files the parity tests use).
+    """
+    from reference_models import REDUCED_SWINT_DINO, bert_folder, meta_sam, original_grounding_dino
+
     from grounded_sam.model_registry import known_model
 
-    work = tmp_path_factory.mktemp("full-size")
-    torch.manual_seed(0)
-    bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
-    dino = save_original_release(original_grounding_dino(bert, enc=6, dec=6), work / "dino.pth")
-    sam = sam_model_registry["vit_b"]()
-    perturb(sam, seed=3)
+    work = models_dir / "comfyui"
+    work.mkdir(exist_ok=True)
+    bert = bert_folder(work / "bert-base-width", hidden=768, layers=2, intermediate=3072)
+    dino = original_grounding_dino(bert, **REDUCED_SWINT_DINO)
+    sam = meta_sam(embed=768, depth=2, heads=12, seed=3)  # ViT-B's blocks: one windowed, one global
     paths = {"dino": work / DINO_FILE, "sam": work / SAM_FILE}
-    save_at_size(torch.load(dino, weights_only=True), paths["dino"], known_model(DINO_FILE).size)
+    save_at_size({"model": {"module." + k: v for k, v in dino.state_dict().items()}}, paths["dino"], known_model(DINO_FILE).size)
     save_at_size(sam.state_dict(), paths["sam"], known_model(SAM_FILE).size)
-    paths["mm"] = mm_grounding_dino_folder(work / MM_FOLDER)
-    paths["sam2"] = save_sam2_release(meta_sam2("2.1-tiny", seed=5), work / SAM2_FILE)
-    sam3 = meta_sam3(seed=7, interactive=True)  # with the tracker, as Meta ships sam3.pt
-    calibrate_sam3(sam3, load_image_file(SHARED_IMAGES / "bus.jpg")[0])
-    paths["sam3"] = save_sam3_release(sam3, work / SAM3_FILE)
+    paths["mm"] = mm_folder
+    paths["sam2"] = sam2_tiny[1]
+    paths["sam3"] = sam3_release[1]
     return paths
 
 
@@ -165,8 +158,8 @@ class Library:
 
 
 @pytest.fixture(scope="session")
-def library(full_size_checkpoints) -> Library:
-    return Library(full_size_checkpoints)
+def library(server_checkpoints) -> Library:
+    return Library(server_checkpoints)
 
 
 def install_pack(tree: Path) -> None:
@@ -190,17 +183,28 @@ def install_models(tree: Path, checkpoints: dict[str, Path]) -> None:
     shutil.copytree(checkpoints["mm"], dino_dir / MM_FOLDER)
 
 
-@pytest.fixture(scope="session", params=VERSIONS)
-def server(request, tmp_path_factory, full_size_checkpoints, input_pngs):
-    version = request.param
+_PREPARED: set[str] = set()  # versions whose tree holds this pack and the suite's models
+
+
+def installed_tree(version: str, server_checkpoints: dict[str, Path]) -> Path:
+    """ComfyUI ``version``'s home, with this pack and the suite's models in its tree (once per session)."""
     home = COMFYUI_DIR / version
     if not (home / ".installed").is_file():
         message = f"ComfyUI {version} is not installed in {home}: run `bash scripts/install-comfyui.sh {version}`"
         if os.environ.get("GROUNDED_SAM_REQUIRE_COMFYUI") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    install_pack(home / "ComfyUI")
-    install_models(home / "ComfyUI", full_size_checkpoints)
+    if version not in _PREPARED:
+        install_pack(home / "ComfyUI")
+        install_models(home / "ComfyUI", server_checkpoints)
+        _PREPARED.add(version)
+    return home
+
+
+@pytest.fixture(scope="session", params=VERSIONS)
+def server(request, tmp_path_factory, server_checkpoints, input_pngs):
+    version = request.param
+    home = installed_tree(version, server_checkpoints)
     comfy = ComfyServer(version, home, tmp_path_factory.mktemp(f"comfyui-{version}"))
     for png in input_pngs.values():
         shutil.copy(png, comfy.input_dir / png.name)
