@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "DetectionSettings": ".dino.detector",
+    "DetectionSettings": ".settings",
     "GroundingDinoDetector": ".dino.detector",
     "load_grounding_dino": ".dino.load",
+    "CancelledError": ".errors",
     "GroundedSamError": ".errors",
     "InputError": ".errors",
     "ModelFileError": ".errors",
@@ -30,6 +31,7 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "CancelledError",
     "DetectionSettings",
     "Detections",
     "GroundedSam",
@@ -49,15 +51,16 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .devices import resolve_device
-    from .dino.detector import DetectionSettings, GroundingDinoDetector
+    from .dino.detector import GroundingDinoDetector
     from .dino.load import load_grounding_dino
-    from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+    from .errors import CancelledError, GroundedSamError, InputError, ModelFileError, ModelNotFoundError
     from .labeling.evaluation import evaluate
     from .labeling.runner import label_dataset
     from .pipeline import GroundedSam
     from .records import Detections
     from .sam.load import load_sam
     from .sam.segmenter import SamSegmenter
+    from .settings import DetectionSettings
     from .steps import RunHooks
 
 

@@ -2,12 +2,15 @@
 
 Keys are digests of the exact input bytes plus the device and dtype that produced the
 result, so a changed image, a moved model or a new precision never hits a stale entry.
-Each cache holds a few images only: memory stays bounded on long videos.
+Each cache holds a few images only: memory stays bounded on long videos. A cache may be
+shared by threads (a pipeline served by a threaded web server): lookups and inserts are
+locked, the computation itself is not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -41,27 +44,36 @@ class LruCache(Generic[Value]):
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[Hashable, Value] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], Value]) -> Value:
-        if key in self._entries:
-            self.hits += 1
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        self.misses += 1
-        value = compute()
+        with self._lock:
+            found = self._entries.get(key, _MISSING)
+            if found is not _MISSING:
+                self.hits += 1
+                self._entries.move_to_end(key)
+                return found
+            self.misses += 1
+        value = compute()  # outside the lock: two threads on two images compute at once
         if self.capacity > 0:
-            self._entries[key] = value
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            with self._lock:
+                self._entries[key] = value
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
         return value
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_MISSING = object()
 
 
 class BackboneCache:
@@ -81,4 +93,7 @@ class BackboneCache:
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
         param = next(self._module.parameters())
         key = result_key((pixel_values, pixel_mask), param.device, param.dtype)
-        return self.cache.get_or_compute(key, lambda: self._compute(pixel_values, pixel_mask))
+        features, positions = self.cache.get_or_compute(key, lambda: self._compute(pixel_values, pixel_mask))
+        # New lists each time: the caller (transformers' GroundingDinoModel) appends to them, and the cached
+        # ones must stay as they were made.
+        return list(features), list(positions)

@@ -181,17 +181,15 @@ def _check_output_folder(out: Path) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     from .devices import resolve_device
-    from .dino.detector import DetectionSettings
-    from .dino.text import caption_from_prompt
-    from .exclusion import with_exclusions
     from .inputs import expand_images
     from .outputs import SegmentReport
     from .progress import ImagesBar
+    from .prompts import Prompt
+    from .settings import DetectionSettings
 
     # checks that need no model: each raises a clear error before anything loads
     settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
-    caption_from_prompt(args.prompt)
-    with_exclusions(args.prompt, args.exclude)
+    Prompt.parse(args.prompt, args.exclude)
     device = resolve_device(args.device)
     images, notes = expand_images(args.images)
     for note in notes:

@@ -20,4 +20,5 @@ class ModelNotFoundError(ModelFileError, FileNotFoundError):
 
 
 class CancelledError(GroundedSamError):
-    """The host asked us to stop; raised between frames so no partial output escapes."""
+    """The caller's ``RunHooks.check_cancel`` returned True: the run stopped between two layers, box chunks or
+    frames. Nothing half-computed is cached, and no partial result is returned."""

@@ -1,55 +1,64 @@
 """Leave things out: "the person, not the bag".
 
-The excluded phrases ride along in the same detection pass (appended to the prompt), their
-objects are segmented with the others, and then they are cut out of every kept object's mask.
-A kept object whose box is essentially an excluded object's box is the excluded thing under
-another name, and is dropped.
+The excluded phrases ride along in the same detection pass (appended to the prompt); which boxes
+survive is ``box_selection``'s rule (suppression within each group, a kept box that is an excluded
+box over again dropped). Then each excluded object removes, from every kept object's mask, the
+pixels of its own mask that lie inside its own box: a mask that spills past its box does not cut
+there. So an excluded object whose box holds no kept pixel cannot change anything, and its mask is
+never computed (``can_cut``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from torchvision.ops import box_iou
+import torch
 
-from .errors import InputError
+from .prompts import Prompt
 from .records import Detections
 
-# A kept box overlapping an excluded one this much is the same object: dropped.
-SAME_OBJECT_IOU = 0.9
 
-
-def prompt_phrases(prompt: str) -> list[str]:
-    """The phrases of a ``"dog . red ball"`` prompt, lower-cased and stripped (empty ones dropped)."""
-    return [p.strip() for p in prompt.lower().split(".") if p.strip()]
-
-
-def with_exclusions(prompt: str, exclude: str | None) -> tuple[str, int]:
-    """The prompt to detect with (the kept phrases first, then the excluded ones) and the number of kept phrases."""
-    kept, excluded = prompt_phrases(prompt), prompt_phrases(exclude or "")
-    both = sorted(set(kept) & set(excluded))
-    if both:
-        raise InputError(f"{', '.join(repr(p) for p in both)} is both in the prompt and in exclude: name it in one of them")
-    return " . ".join(kept + excluded), len(kept)
-
-
-def split_excluded(found: Detections, kept_phrases: int) -> tuple[Detections, Detections]:
-    """(objects of the kept phrases, objects of the excluded phrases), by the phrase holding each box's best token."""
+def split_excluded(found: Detections, prompt: Prompt) -> tuple[Detections, Detections]:
+    """(objects of the kept phrases, objects of the excluded phrases), by the phrase of each box."""
     if found.phrase_index is None:
         raise ValueError("exclusion needs the detector's phrase of each box")
-    excluded = found.phrase_index >= kept_phrases
+    excluded = found.phrase_index >= len(prompt.kept)
     return found.select(~excluded), found.select(excluded)
 
 
-def cut_out(kept: Detections, excluded: Detections) -> Detections:
-    """``kept`` without the excluded objects' pixels, and without objects that are an excluded box over again.
+def box_regions(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """int64 ``[N, 4]`` (x0, y0, x1, y1): the pixels a pixel-xyxy box covers, ``x0 <= x < x1``, within the frame."""
+    h, w = image_size
+    low = boxes[:, :2].floor().long()
+    high = boxes[:, 2:].ceil().long()
+    return torch.cat([low[:, :1].clamp(0, w), low[:, 1:].clamp(0, h), high[:, :1].clamp(0, w), high[:, 1:].clamp(0, h)], dim=1)
 
-    Both come from one frame and carry masks.
-    """
+
+def inside_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """bool ``[N, H, W]``: each box's pixels."""
+    h, w = image_size
+    x0, y0, x1, y1 = box_regions(boxes, image_size).unbind(1)
+    xs, ys = torch.arange(w), torch.arange(h)
+    columns = (xs >= x0[:, None]) & (xs < x1[:, None])
+    rows = (ys >= y0[:, None]) & (ys < y1[:, None])
+    return rows[:, :, None] & columns[:, None, :]
+
+
+def can_cut(excluded_boxes: torch.Tensor, kept_pixels: torch.Tensor) -> torch.Tensor:
+    """bool ``[N]``: which excluded boxes hold a pixel of ``kept_pixels`` (bool ``[H, W]``, every kept mask merged)."""
+    h, w = kept_pixels.shape
+    table = torch.zeros((h + 1, w + 1), dtype=torch.int64)  # summed-area table: pixels in any box in O(1)
+    table[1:, 1:] = kept_pixels.long().cumsum(0).cumsum(1)
+    x0, y0, x1, y1 = box_regions(excluded_boxes, (h, w)).unbind(1)
+    return (table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]) > 0
+
+
+def cut_out(kept: Detections, excluded: Detections) -> Detections:
+    """``kept`` without the pixels each excluded object's mask has inside its box. Both from one frame, with masks."""
     if len(excluded) == 0 or len(kept) == 0:
         return kept
-    same = box_iou(kept.boxes, excluded.boxes).max(dim=1).values >= SAME_OBJECT_IOU
-    kept = kept.select(~same)
-    removed = excluded.masks.any(dim=0)
+    removed = torch.zeros(kept.image_size, dtype=torch.bool)
+    for start in range(0, len(excluded), 16):  # a few full-size masks at a time
+        part = excluded.select(torch.arange(start, min(start + 16, len(excluded))))
+        removed |= (part.masks & inside_boxes(part.boxes, excluded.image_size)).any(dim=0)
     return replace(kept, masks=kept.masks & ~removed)
-

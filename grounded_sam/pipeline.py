@@ -9,15 +9,14 @@ import numpy as np
 import torch
 
 from .devices import PRECISION_CHOICES, accelerators, choose_precision, resolve_device
-from .dino.detector import DetectionSettings, GroundingDinoDetector
-from .dino.text import caption_from_prompt
 from .errors import InputError
-from .exclusion import cut_out, prompt_phrases, split_excluded, with_exclusions
+from .exclusion import can_cut, cut_out, split_excluded
 from .images import to_uint8_frames
+from .prompts import Prompt
 from .records import Detections
-from .sam.segmenter import SamSegmenter
-from .sam3.detector import Sam3Detector
 from .sam3.segmenter import Sam3Segmenter
+from .settings import DetectionSettings
+from .stages import Detector, Segmenter
 from .steps import FrameSteps, RunHooks
 
 __all__ = ["AUTOCAST_DTYPES", "PRECISION_CHOICES", "GroundedSam", "RunHooks"]
@@ -35,11 +34,13 @@ class GroundedSam:
     where the models are (see ``devices.choose_precision``).
     """
 
-    def __init__(
-        self, detector: GroundingDinoDetector | Sam3Detector, segmenter: SamSegmenter | Sam3Segmenter, precision: str = "auto"
-    ) -> None:
+    def __init__(self, detector: Detector, segmenter: Segmenter, precision: str = "auto") -> None:
         if precision not in PRECISION_CHOICES:  # rejected now, not mid-run
             raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+        if not isinstance(detector, Detector):
+            raise InputError(f"the detector is a {type(detector).__name__}: load one with load_grounding_dino")
+        if not isinstance(segmenter, Segmenter):
+            raise InputError(f"the segmenter is a {type(segmenter).__name__}: load one with load_sam")
         self.detector = detector
         self.segmenter = segmenter
         self.precision = precision
@@ -80,8 +81,7 @@ class GroundedSam:
         """
         settings = settings or DetectionSettings()
         hooks = hooks or RunHooks()
-        caption_from_prompt(prompt)  # reject a bad prompt before any model runs
-        with_exclusions(prompt, exclude)
+        wanted = Prompt.parse(prompt, exclude)  # a bad prompt fails before any model runs
         frames = to_uint8_frames(image)
         total = frames.shape[0]
         size = (int(frames.shape[1]), int(frames.shape[2]))
@@ -89,7 +89,7 @@ class GroundedSam:
         for index in range(total):
             steps = FrameSteps(hooks, index, total)
             steps.check()
-            found = self.detect_and_segment(frames[index], prompt, settings, steps, exclude)
+            found = self.detect_and_segment(frames[index], wanted, settings, steps)
             parts.append(replace(found, frame_index=torch.full((len(found),), index, dtype=torch.int64)))
             steps.finish()
         return Detections.concat(parts, total, size)
@@ -97,36 +97,39 @@ class GroundedSam:
     def detect_and_segment(
         self,
         frame: torch.Tensor,
-        prompt: str,
+        prompt: str | Prompt,
         settings: DetectionSettings,
         steps: FrameSteps | None = None,
         exclude: str | None = None,
     ) -> Detections:
-        """One uint8 ``[H, W, 3]`` frame; ``steps`` (from ``segment``) reports progress and stops mid-frame."""
+        """One uint8 ``[H, W, 3]`` frame; ``steps`` (from ``segment``) reports progress and stops mid-frame.
+
+        Only masks that can change the result are made: none when nothing is kept, and an excluded
+        object's only when its box holds a pixel of a kept mask (``exclusion.can_cut``).
+        """
         steps = steps or FrameSteps(RunHooks(), 0, 1)
-        excluding = bool(prompt_phrases(exclude or ""))
+        prompt = Prompt.parse(prompt, exclude)
         with self._autocast():
             with steps.detection(self.detector.model):
-                if excluding:
-                    combined, kept_phrases = with_exclusions(prompt, exclude)
-                    found = self.detector.detect(frame, combined, replace(settings, max_detections=None))
-                    found, excluded = split_excluded(found, kept_phrases)
-                    found = found.select(torch.arange(len(found))[: settings.max_detections or None])
-                else:
-                    found = self.detector.detect(frame, prompt, settings)
-                    excluded = found.select(torch.zeros(0, dtype=torch.int64))
-            everything = Detections.concat([found, excluded], 1, found.image_size)
-            if len(everything) == 0:
-                return found.with_masks(torch.zeros((0, *found.image_size), dtype=torch.bool))
+                found = self.detector.detect(frame, prompt, settings)
+            kept, excluded = split_excluded(found, prompt)
+            if len(kept) == 0:
+                return kept.with_masks(torch.zeros((0, *kept.image_size), dtype=torch.bool))
             if self.one_pass():  # SAM 3 in both sockets: its detections carry its masks
-                segmented = everything.clipped_to_image()
-            else:
-                steps.plan_segmentation(len(everything))
-                with steps.encoder(self.segmenter.model.vision_encoder):
-                    embedding = self.segmenter.embed(frame)
-                masks = self.segmenter.masks_for_boxes(embedding, everything.boxes, on_chunk=steps.chunk_decoded)
-                # SAM is prompted with the model's boxes, as in the original Grounded-SAM (the masks stay
-                # comparable with it); what we report is clipped to the frame.
-                segmented = everything.with_masks(masks).clipped_to_image()
-        kept = segmented.select(torch.arange(len(found)))
-        return cut_out(kept, segmented.select(torch.arange(len(found), len(segmented))))
+                return cut_out(kept.clipped_to_image(), excluded.clipped_to_image())
+            steps.plan_segmentation(len(kept) + len(excluded))
+            with steps.encoder(self.segmenter.encoder_module()):
+                embedding = self.segmenter.embed(frame)
+            # SAM is prompted with the model's boxes, as in the original Grounded-SAM (the masks stay
+            # comparable with it); what we report is clipped to the frame.
+            planned = len(kept) + len(excluded)
+            masks = self.segmenter.masks_for_boxes(embedding, kept.boxes, on_chunk=lambda done, _: steps.chunk_decoded(done, planned))
+            kept = kept.with_masks(masks).clipped_to_image()
+            cutting = excluded.select(can_cut(excluded.boxes, masks.any(dim=0)))  # box regions are cut to the frame
+            if len(cutting) == 0:
+                return kept
+            decoded, planned = len(kept), len(kept) + len(cutting)
+            cut_masks = self.segmenter.masks_for_boxes(
+                embedding, cutting.boxes, on_chunk=lambda done, _: steps.chunk_decoded(decoded + done, planned)
+            )
+        return cut_out(kept, cutting.with_masks(cut_masks).clipped_to_image())

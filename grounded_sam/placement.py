@@ -29,7 +29,12 @@ class ModelPlacement:
         return self.model
 
     def to(self: Self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Self:
+        """Move (or cast) every weight; cached results go with a change: they could never be read again (their keys
+        hold the old device and dtype), yet would hold their memory, on the GPU too, until pushed out."""
+        before = (self.device, self.dtype)
         self.module().to(device=device, dtype=dtype)
+        if (self.device, self.dtype) != before:
+            self.clear_caches()
         return self
 
     def caches(self) -> tuple[LruCache, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -10,82 +10,125 @@ import torch
 
 
 @dataclass(frozen=True)
+class PerObject:
+    """How one per-object field of ``Detections`` is built empty and joined.
+
+    Every field marked with one is selected, joined and emptied by the same code, so a new field
+    (a track id, say) is declared once and can never be dropped by a method that forgot it.
+    """
+
+    dtype: torch.dtype | None  # None: a tuple of str
+    shape: str = ""  # the shape after N: "" for [N], "4" for [N, 4], "HW" for [N, H, W]
+    # For an optional field: the value a part without it gets when joined with parts that have it.
+    # None: such parts cannot be joined (``concat`` refuses rather than dropping the field).
+    fill: int | None = None
+    required: bool = False
+
+    def trailing(self, image_size: tuple[int, int]) -> tuple[int, ...]:
+        return {"": (), "4": (4,), "HW": tuple(image_size)}[self.shape]
+
+    def filled(self, rows: int, image_size: tuple[int, int]) -> torch.Tensor | tuple:
+        if self.dtype is None:
+            return ("",) * rows if self.fill is not None else ()
+        value = 0 if self.fill is None else self.fill
+        return torch.full((rows, *self.trailing(image_size)), value, dtype=self.dtype)
+
+
+def _per_object(dtype: torch.dtype | None, shape: str = "", fill: int | None = None, required: bool = False) -> Any:
+    spec = PerObject(dtype, shape, fill, required)
+    return field(metadata={"per_object": spec}) if required else field(default=None, metadata={"per_object": spec})
+
+
+@dataclass(frozen=True)
 class Detections:
     """Objects found in a batch of same-sized frames.
 
-    Row ``i`` of every field describes one object. ``masks`` is ``None`` until SAM has run,
-    so a detector-only result and a segmented one share a type.
+    Row ``i`` of every per-object field describes one object. ``masks`` is ``None`` until SAM has
+    run, so a detector-only result and a segmented one share a type.
     """
 
-    boxes: torch.Tensor  # float32 [N, 4], pixel xyxy in the input frame
-    scores: torch.Tensor  # float32 [N], the box confidence (max over prompt tokens)
-    labels: tuple[str, ...]  # the prompt phrase behind each box
-    frame_index: torch.Tensor  # int64 [N], which input frame the object is in
+    boxes: torch.Tensor = _per_object(torch.float32, "4", required=True)  # [N, 4], pixel xyxy in the input frame
+    scores: torch.Tensor = _per_object(torch.float32, required=True)  # [N], the box confidence
+    labels: tuple[str, ...] = _per_object(None, required=True)  # the prompt words behind each box
+    frame_index: torch.Tensor = _per_object(torch.int64, required=True)  # [N], which input frame the object is in
     image_size: tuple[int, int]  # (H, W) of every frame
     num_frames: int
-    masks: torch.Tensor | None = None  # bool [N, H, W]
-    # int64 [N]: which phrase of the prompt (0-based, in " . " order) holds the box's best-scoring token
-    phrase_index: torch.Tensor | None = None
+    masks: torch.Tensor | None = _per_object(torch.bool, "HW")  # bool [N, H, W]
+    # which phrase of the prompt (0-based, in " . " order) holds the box's best-scoring token; -1: not known
+    phrase_index: torch.Tensor | None = _per_object(torch.int64, fill=-1)
+
+    @classmethod
+    def per_object_fields(cls) -> tuple[tuple[str, PerObject], ...]:
+        return tuple((f.name, f.metadata["per_object"]) for f in fields(cls) if "per_object" in f.metadata)
 
     def __post_init__(self) -> None:
-        n = self.boxes.shape[0]
-        if self.scores.shape != (n,) or self.frame_index.shape != (n,) or len(self.labels) != n:
-            raise ValueError("Detections fields disagree on the number of objects")
-        if self.phrase_index is not None and self.phrase_index.shape != (n,):
-            raise ValueError("Detections fields disagree on the number of objects")
-        if self.masks is not None and tuple(self.masks.shape) != (n, *self.image_size):
-            raise ValueError(f"masks shape {tuple(self.masks.shape)} != {(n, *self.image_size)}")
+        n = len(self.labels)
+        for name, spec in self.per_object_fields():
+            value = getattr(self, name)
+            if value is None:
+                if spec.required:
+                    raise ValueError(f"Detections.{name} is required")
+                continue
+            expected = (n,) if spec.dtype is None else (n, *spec.trailing(self.image_size))
+            got = (len(value),) if spec.dtype is None else tuple(value.shape)
+            if got != expected:
+                raise ValueError(f"Detections.{name} has shape {got}, expected {expected}: the fields disagree on the objects")
 
     def __len__(self) -> int:
-        return int(self.boxes.shape[0])
+        return len(self.labels)
 
     @classmethod
     def empty(cls, num_frames: int, image_size: tuple[int, int], with_masks: bool = False) -> Detections:
-        h, w = image_size
-        return cls(
-            boxes=torch.zeros((0, 4), dtype=torch.float32),
-            scores=torch.zeros((0,), dtype=torch.float32),
-            labels=(),
-            frame_index=torch.zeros((0,), dtype=torch.int64),
-            image_size=(h, w),
-            num_frames=num_frames,
-            masks=torch.zeros((0, h, w), dtype=torch.bool) if with_masks else None,
-            phrase_index=torch.zeros((0,), dtype=torch.int64),
-        )
+        """No objects; optional fields with a fill value are present (and empty), masks only when asked."""
+        values = {
+            name: spec.filled(0, image_size)
+            for name, spec in cls.per_object_fields()
+            if spec.required or spec.fill is not None or (name == "masks" and with_masks)
+        }
+        return cls(image_size=tuple(image_size), num_frames=num_frames, **values)
 
     @classmethod
     def concat(cls, parts: list[Detections], num_frames: int, image_size: tuple[int, int]) -> Detections:
-        """Join per-frame results; ``frame_index`` must already be set on each part."""
+        """Join per-frame results; ``frame_index`` must already be set on each part.
+
+        An optional field that some parts have and others lack is filled where its spec has a fill
+        value (``phrase_index`` -1), and refused otherwise (``masks``): it is never silently dropped.
+        """
         if not parts:
             return cls.empty(num_frames, image_size)
-        with_masks = all(p.masks is not None for p in parts)
-        with_phrases = all(p.phrase_index is not None for p in parts)
-        return cls(
-            boxes=torch.cat([p.boxes for p in parts]),
-            scores=torch.cat([p.scores for p in parts]),
-            labels=tuple(label for p in parts for label in p.labels),
-            frame_index=torch.cat([p.frame_index for p in parts]),
-            image_size=image_size,
-            num_frames=num_frames,
-            masks=torch.cat([p.masks for p in parts]) if with_masks else None,
-            phrase_index=torch.cat([p.phrase_index for p in parts]) if with_phrases else None,
-        )
+        values: dict[str, Any] = {}
+        for name, spec in cls.per_object_fields():
+            present = [getattr(p, name) is not None for p in parts]
+            if not any(present):
+                continue
+            if not all(present) and spec.fill is None:
+                raise ValueError(
+                    f"cannot join detections where only some parts have {name}: {sum(present)} of {len(parts)} do "
+                    f"(give every part {name} first)"
+                )
+            pieces = [getattr(p, name) if getattr(p, name) is not None else spec.filled(len(p), image_size) for p in parts]
+            values[name] = tuple(x for piece in pieces for x in piece) if spec.dtype is None else torch.cat(pieces)
+        return cls(image_size=tuple(image_size), num_frames=num_frames, **values)
 
     def select(self, keep: torch.Tensor) -> Detections:
         """Rows picked by a bool mask or an index tensor, in that order."""
         idx = keep.nonzero().flatten() if keep.dtype == torch.bool else keep
-        return replace(
-            self,
-            boxes=self.boxes[idx],
-            scores=self.scores[idx],
-            labels=tuple(self.labels[i] for i in idx.tolist()),
-            frame_index=self.frame_index[idx],
-            masks=None if self.masks is None else self.masks[idx],
-            phrase_index=None if self.phrase_index is None else self.phrase_index[idx],
-        )
+        rows = idx.tolist()
+        changed: dict[str, Any] = {}
+        for name, spec in self.per_object_fields():
+            value = getattr(self, name)
+            if value is not None:
+                changed[name] = tuple(value[i] for i in rows) if spec.dtype is None else value[idx]
+        return replace(self, **changed)
+
+    def first(self, count: int | None) -> Detections:
+        """The first ``count`` rows (all when ``count`` is None or 0)."""
+        return self if not count or count >= len(self) else self.select(torch.arange(count))
 
     def for_frame(self, frame: int) -> Detections:
-        return self.select(self.frame_index == frame)
+        """Frame ``frame``'s objects as a one-frame record (``num_frames`` 1, ``frame_index`` 0)."""
+        one = self.select((self.frame_index == frame).nonzero().flatten())
+        return replace(one, frame_index=torch.zeros(len(one), dtype=torch.int64), num_frames=1)
 
     def with_masks(self, masks: torch.Tensor) -> Detections:
         return replace(self, masks=masks)
@@ -99,9 +142,9 @@ class Detections:
     def merged_masks(self) -> torch.Tensor:
         """One bool mask per input frame, in input order; a frame with no object is all False."""
         h, w = self.image_size
-        merged = torch.zeros((self.num_frames, h, w), dtype=torch.bool)
         if self.masks is None:
             raise ValueError("these detections have not been segmented yet")
+        merged = torch.zeros((self.num_frames, h, w), dtype=torch.bool)
         for i in range(len(self)):
             merged[int(self.frame_index[i])] |= self.masks[i]
         return merged
@@ -120,6 +163,10 @@ class Detections:
                 }
             )
         return rows
+
+
+# Set bits in every byte value: a mask's area without unpacking it.
+_BITS_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
 
 
 @dataclass(frozen=True)
@@ -145,8 +192,14 @@ class PackedMasks:
 
     def areas(self) -> torch.Tensor:
         """Pixels in each mask, without unpacking them all at once."""
-        counts = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
-        return torch.from_numpy(counts[self.bits].reshape(len(self), -1).sum(1).astype(np.int64))
+        return torch.from_numpy(_BITS_IN_BYTE[self.bits].reshape(len(self), -1).sum(1).astype(np.int64))
+
+    def union(self, rows: torch.Tensor) -> torch.Tensor:
+        """bool ``[H, W]``: the masks of ``rows`` merged, ORed while packed (one mask unpacked, whatever their number)."""
+        height = self.bits.shape[1]
+        picked = self.bits[rows.numpy()]
+        merged = np.bitwise_or.reduce(picked, axis=0) if len(picked) else np.zeros((height, self.bits.shape[2]), np.uint8)
+        return torch.from_numpy(np.unpackbits(merged, axis=-1, count=self.width).view(np.bool_))
 
     def unpack(self) -> torch.Tensor:
         """The bool ``[N, H, W]`` masks that were packed."""

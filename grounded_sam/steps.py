@@ -5,16 +5,23 @@ For the length of a stage, every repeated layer of the model running it (each el
 ``ModuleList``: Swin and ViT blocks, BERT layers, encoder and decoder layers) gets a forward
 pre-hook that asks the host whether to stop and reports how far the frame has come; mask
 decoding reports after each chunk of boxes. Nothing is hooked when the host watches nothing.
+
+A model may serve several threads at once (one pipeline behind a threaded web server): a hook
+acts only in the thread whose run installed it, so each run sees its own progress and its own
+cancel, whatever else runs through the same layers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+
+from .errors import CancelledError
 
 # Progress is reported in hundredths of a frame: (done, total) with total = 100 x frames.
 STEPS_PER_FRAME = 100
@@ -29,7 +36,9 @@ class RunHooks:
     """How a host (ComfyUI, a CLI) watches and stops a run without us importing it."""
 
     on_progress: Callable[[int, int], None] | None = None  # (done, total) in hundredths of a frame
-    check_cancel: Callable[[], None] | None = None  # raises to stop; called between layers, box chunks and frames
+    # called between layers, box chunks and frames: returns True to stop the run with ``CancelledError``
+    # (or raises the host's own exception, which goes through as it is: ComfyUI's interrupt)
+    check_cancel: Callable[[], bool | None] | None = None
     on_stage: Callable[[str], None] | None = None  # what the frame is doing: "detecting", "encoding image", "masks 16/50"
 
 
@@ -51,6 +60,7 @@ class FrameSteps:
 
     # Most hook calls seen in one pass of each model: the next pass's 100 %.
     _calls_per_pass: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
+    _calls_lock = threading.Lock()
 
     def __init__(self, hooks: RunHooks, frame: int, frames: int) -> None:
         self.hooks = hooks
@@ -63,8 +73,8 @@ class FrameSteps:
         self._reported = -1
 
     def check(self) -> None:
-        if self.hooks.check_cancel is not None:
-            self.hooks.check_cancel()
+        if self.hooks.check_cancel is not None and self.hooks.check_cancel():
+            raise CancelledError(f"stopped by the caller in frame {self.frame + 1} of {self.frames}")
 
     def _report(self, fraction_of_frame: float) -> None:
         if self.hooks.on_progress is None:
@@ -89,11 +99,15 @@ class FrameSteps:
             yield
             return
         layers = repeated_layers(module)
-        expected = self._calls_per_pass.get(module, len(layers)) or 1
+        with self._calls_lock:
+            expected = self._calls_per_pass.get(module, len(layers)) or 1
         calls = 0
+        owner = threading.get_ident()
 
         def step(_module, _args) -> None:
             nonlocal calls
+            if threading.get_ident() != owner:  # another run through the same model, in another thread
+                return
             calls += 1
             self._advance(calls / expected)
 
@@ -106,7 +120,8 @@ class FrameSteps:
                 handle.remove()
         # a pass that reused cached work fires fewer hooks (none at all on a full hit): keep the largest count
         if calls:
-            self._calls_per_pass[module] = max(calls, self._calls_per_pass.get(module, 0))
+            with self._calls_lock:
+                self._calls_per_pass[module] = max(calls, self._calls_per_pass.get(module, 0))
         self._start += share
         self._report(self._start)
 

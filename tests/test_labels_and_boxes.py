@@ -35,3 +35,15 @@ def test_pipeline_boxes_are_clipped_and_labels_never_empty(detector, segmenter, 
     assert torch.equal(found.boxes[:, 0::2], raw.boxes[:, 0::2].clamp(0, w))
     assert torch.equal(found.boxes[:, 1::2], raw.boxes[:, 1::2].clamp(0, h))
     assert all(found.labels) and set(found.labels) <= {"person", "tie"}  # whole prompt phrases
+
+
+def test_phrase_of_every_box_at_once_is_the_phrase_of_each():
+    from grounded_sam.dino.detector import best_spans
+
+    tokenizer = bert_tokenizer()
+    ids = tokenize(tokenizer, caption_from_prompt("the red ball . dog . a cat"))["input_ids"][0].tolist()
+    spans = phrase_spans(ids, tokenizer)
+    probs = torch.rand((200, 256), generator=torch.Generator().manual_seed(0))
+    probs[7, :] = 0.5  # a tie everywhere: the first phrase
+    assert best_spans(probs, spans).tolist() == [best_span(p, spans) for p in probs]
+    assert best_spans(probs, spans)[7] == 0 and set(best_spans(probs, spans).tolist()) == {0, 1, 2}

@@ -6,9 +6,11 @@ ComfyUI, and a ComfyUI API change touches one file.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -110,14 +112,36 @@ def _clear_caches_when_unloaded(wrapper: ModelPlacement) -> Callable[..., None]:
     """When ComfyUI unloads the model (/free, memory pressure) its cached results go too: they may sit on the GPU.
 
     ComfyUI also detaches a loaded model just to load it again (``unpatch_all=False``) on every
-    run; the caches stay then, or a second prompt would redo the image work.
+    run; the caches stay then, or a second prompt would redo the image work. The callback holds the
+    wrapper weakly: the wrapper holds the patcher, which holds the callback, and a strong reference
+    back would keep the model alive until the cyclic garbage collector happened to run.
     """
+    held = weakref.ref(wrapper)
 
     def on_detach(_patcher, unpatch_all: bool = True) -> None:
-        if unpatch_all:
-            wrapper.clear_caches()
+        target = held()
+        if unpatch_all and target is not None:
+            target.clear_caches()
 
     return on_detach
+
+
+@contextlib.contextmanager
+def library_numerics() -> Iterator[None]:
+    """Run our models with torch's own numeric settings, as the library runs them outside ComfyUI.
+
+    ComfyUI (0.3.75 and 0.33, ``comfy/model_management.py``) turns on fp16/bf16 reductions in torch's math
+    attention kernel for the whole process when it starts. That changes half-precision masks: a bf16
+    MobileSAM case came out at mask IoU 0.992 against the library's. The setting is restored afterwards;
+    ComfyUI runs one prompt at a time, so nothing else runs meanwhile.
+    """
+    cuda = torch.backends.cuda
+    before = cuda.fp16_bf16_reduction_math_sdp_allowed()
+    cuda.allow_fp16_bf16_reduction_math_sdp(False)
+    try:
+        yield
+    finally:
+        cuda.allow_fp16_bf16_reduction_math_sdp(before)
 
 
 def progress_reporter(total: int) -> Callable[[int, int], None] | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from pathlib import Path
 
 import torch
 
-from ..dino.detector import DetectionSettings, GroundingDinoDetector
+from ..dino.detector import GroundingDinoDetector
 from ..dino.load import load_grounding_dino
 from ..errors import InputError
 from ..images import to_comfy_image, to_uint8_frames
@@ -21,26 +21,19 @@ from ..sam.load import load_sam, segmenter_from_meta_module
 from ..sam.segmenter import SamSegmenter
 from ..sam3.detector import Sam3Detector
 from ..sam3.segmenter import Sam3Segmenter
+from ..settings import DetectionSettings
 from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter
+from .loaded import shared_model
 
 CATEGORY = "segment_anything"
-
-
-@lru_cache(maxsize=4)
-def _cached_sam(path: str, mtime: float) -> SamSegmenter | Sam3Segmenter:
-    return load_sam(path, device="cpu")  # ComfyUI's model management moves it when a node runs
-
-
-@lru_cache(maxsize=2)
-def _cached_dino(path: str, mtime: float) -> GroundingDinoDetector | Sam3Detector:
-    return load_grounding_dino(path, device="cpu")
 
 
 class _ModelLoader:
     """A loader node: pick a file (or a known model, fetched on first use) from one model folder.
 
-    Loaded models are kept per path and modification time, so re-running a workflow does not reload.
+    A file that a loader has loaded and ComfyUI still holds is not loaded again (``loaded``); the model
+    is loaded on the CPU, and ComfyUI's model management moves it when a node runs.
     """
 
     FOLDER: str
@@ -52,7 +45,7 @@ class _ModelLoader:
         return {"required": {"model_name": (adapter.model_choices(cls.FOLDER),)}}
 
     @staticmethod
-    def load(path: str, mtime: float):
+    def load(path: Path):
         raise NotImplementedError
 
     def main(self, model_name: str):
@@ -63,19 +56,25 @@ class _ModelLoader:
             allow_download=True,
             on_progress=adapter.progress_reporter(1),
         )
-        return (self.load(str(path), path.stat().st_mtime),)
+        return (shared_model(self.FOLDER, path, self.load),)
 
 
 class SAMModelLoader(_ModelLoader):
     FOLDER = SAM_FOLDER
     RETURN_TYPES = ("SAM_MODEL",)
-    load = staticmethod(_cached_sam)
+
+    @staticmethod
+    def load(path: Path) -> SamSegmenter | Sam3Segmenter:
+        return load_sam(path, device="cpu")
 
 
 class GroundingDinoModelLoader(_ModelLoader):
     FOLDER = DINO_FOLDER
     RETURN_TYPES = ("GROUNDING_DINO_MODEL",)
-    load = staticmethod(_cached_dino)
+
+    @staticmethod
+    def load(path: Path) -> GroundingDinoDetector | Sam3Detector:
+        return load_grounding_dino(path, device="cpu")
 
 
 def as_segmenter(sam_model) -> SamSegmenter | Sam3Segmenter:
@@ -123,14 +122,19 @@ class SegmentedObjects:
     def select(self, rows: torch.Tensor) -> SegmentedObjects:
         return SegmentedObjects(self.detections.select(rows), self.masks.select(rows))
 
+    def rows_of(self, index: int) -> torch.Tensor:
+        return (self.detections.frame_index == index).nonzero().flatten()
+
     def frame(self, index: int) -> Detections:
-        """One frame's objects with their masks unpacked (only that frame's)."""
-        rows = (self.detections.frame_index == index).nonzero().flatten()
-        return replace(self.detections.select(rows), masks=self.masks.select(rows).unpack())
+        """Frame ``index``'s objects as a one-frame record, their masks unpacked (only that frame's)."""
+        return self.detections.for_frame(index).with_masks(self.masks.select(self.rows_of(index)).unpack())
 
     def merged_masks(self) -> torch.Tensor:
-        """float32 ``[B, H, W]``: every frame's objects in one mask, frame by frame."""
-        return torch.stack([self.frame(i).merged_masks()[0] for i in range(self.detections.num_frames)]).float()
+        """float32 ``[B, H, W]``: every frame's objects in one mask, frame by frame (merged while packed)."""
+        merged = torch.zeros((self.detections.num_frames, *self.detections.image_size))
+        for index in self.detections.frame_index.unique().tolist():
+            merged[index] = self.masks.union(self.rows_of(index)).float()
+        return merged
 
     def bounding_boxes(self) -> list[list[dict]]:
         """ComfyUI's core BOUNDING_BOX layout: per frame, ``{x, y, width, height, score, label}`` in pixels."""
@@ -200,7 +204,8 @@ class GroundingDinoSAMSegment:
         pipeline = GroundedSam(grounding_dino_model, segmenter, precision)
         adapter.load_for_inference(*([grounding_dino_model] if pipeline.one_pass() else [grounding_dino_model, segmenter]))
         hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0] * STEPS_PER_FRAME), check_cancel=adapter.cancel_check())
-        found = pipeline.segment(frames, prompt, settings, hooks, exclude)
+        with adapter.library_numerics():
+            found = pipeline.segment(frames, prompt, settings, hooks, exclude)
         merged = found.merged_masks()
         rgb = to_comfy_image(frames) * merged.unsqueeze(-1)
         objects = SegmentedObjects.of(found)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.ops import nms
 from transformers import BertTokenizer, GroundingDinoForObjectDetection
 
+from ..box_selection import select_boxes
 from ..caching import BackboneCache, LruCache, result_key
-from ..errors import InputError
 from ..placement import ModelPlacement
+from ..prompts import Prompt
 from ..records import Detections
+from ..settings import DetectionSettings
 from .deformable import use_gathered_deformable_attention
 from .text import caption_from_prompt, tokenize
+
+__all__ = ["DetectionSettings", "GroundingDinoDetector"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,24 +24,6 @@ SHORT_SIDE = 800
 MAX_SIDE = 1333
 # Raw outputs (~1 MB each) kept for repeated frames (static video, re-run workflows) with the same prompt.
 PREDICTION_CACHE_SIZE = 8
-
-
-@dataclass(frozen=True)
-class DetectionSettings:
-    box_threshold: float = 0.3
-    text_threshold: float = 0.25
-    nms_iou: float | None = 0.7  # None: keep overlapping boxes
-    max_detections: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("box_threshold", "text_threshold"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-                raise InputError(f"{name} must be between 0 and 1, got {value!r}")
-        if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
-            raise InputError(f"nms_iou must be in (0, 1] or None, got {self.nms_iou!r}")
-        if self.max_detections is not None and self.max_detections < 0:
-            raise InputError(f"max_detections must be >= 0 (0 = no limit), got {self.max_detections!r}")
 
 
 def resized_shape(height: int, width: int, short: int = SHORT_SIDE, max_side: int = MAX_SIDE) -> tuple[int, int]:
@@ -82,6 +65,22 @@ def phrase_spans(input_ids: list[int], tokenizer: BertTokenizer) -> list[range]:
 def best_span(probs: torch.Tensor, spans: list[range]) -> int:
     """Which prompt phrase a box belongs to: the one holding its highest-scoring token."""
     return max(range(len(spans)), key=lambda k: float(probs[list(spans[k])].max()))
+
+
+def best_spans(probs: torch.Tensor, spans: list[range]) -> torch.Tensor:
+    """``best_span`` for every row of ``probs`` ``[N, tokens]`` at once (the first phrase wins a tie, as there)."""
+    if not spans:
+        return torch.zeros(len(probs), dtype=torch.int64)
+    per_phrase = torch.stack([probs[:, span.start : span.stop].max(dim=1).values for span in spans], dim=1)
+    return per_phrase.argmax(dim=1)
+
+
+def words_in(spans: tuple[range, ...] | list[range], token_mask: torch.Tensor) -> torch.Tensor:
+    """``token_mask`` with every position outside ``spans`` cleared: a label takes words from these phrases only."""
+    inside = torch.zeros_like(token_mask)
+    for span in spans:
+        inside[span.start : span.stop] = True
+    return token_mask & inside
 
 
 def phrase_texts(input_ids: list[int], spans: list[range], tokenizer: BertTokenizer) -> list[str]:
@@ -131,13 +130,22 @@ class GroundingDinoDetector(ModelPlacement):
         )
         return out.logits[0].float().sigmoid().cpu(), out.pred_boxes[0].float().cpu()
 
-    def detect(self, frame: torch.Tensor, prompt: str, settings: DetectionSettings) -> Detections:
-        caption = caption_from_prompt(prompt)
+    def predictions(self, frame: torch.Tensor, caption: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(token probabilities ``[Q, 256]``, normalised cxcywh boxes ``[Q, 4]``, the tokenized caption) for one
+        uint8 ``[H, W, 3]`` frame; reused when the same frame and caption come again."""
         text = tokenize(self.tokenizer, caption)
         pixels = self.preprocess(frame)
         key = result_key((pixels,), self.device, self.dtype, caption)
         probs, boxes = self.prediction_cache.get_or_compute(key, lambda: self.raw_predictions(pixels, text))
-        return self.postprocess(probs, boxes, text["input_ids"][0].tolist(), (int(frame.shape[0]), int(frame.shape[1])), settings)
+        return probs, boxes, text
+
+    def detect(self, frame: torch.Tensor, prompt: str | Prompt, settings: DetectionSettings) -> Detections:
+        """The objects ``prompt`` names in one frame, best first; with exclusions (a ``Prompt`` with ``excluded``
+        phrases), the kept phrases' objects come first, then the excluded phrases' (see ``box_selection``)."""
+        prompt = Prompt.parse(prompt)
+        probs, boxes, text = self.predictions(frame, caption_from_prompt(prompt.text))
+        image_size = (int(frame.shape[0]), int(frame.shape[1]))
+        return self.postprocess(probs, boxes, text["input_ids"][0].tolist(), image_size, settings, len(prompt.kept))
 
     def postprocess(
         self,
@@ -146,24 +154,30 @@ class GroundingDinoDetector(ModelPlacement):
         input_ids: list[int],
         image_size: tuple[int, int],
         settings: DetectionSettings,
+        kept_phrases: int | None = None,
     ) -> Detections:
+        """Thresholds, the phrase and label of each box, and ``box_selection``'s choice of boxes.
+
+        ``kept_phrases``: the prompt's first phrases are to be found, the rest to be left out (None: all are kept).
+        A box's label is made of the words of its own group of phrases only.
+        """
         scores = probs.max(dim=1).values
         keep = scores > settings.box_threshold
         probs, boxes, scores = probs[keep], boxes[keep], scores[keep]
         height, width = image_size
         cx, cy, w, h = (boxes * torch.tensor([width, height, width, height])).unbind(1)
         xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-        order = scores.argsort(descending=True)
-        if settings.nms_iou is not None and settings.nms_iou < 1.0 and len(order):
-            order = nms(xyxy, scores, settings.nms_iou)
-        if settings.max_detections:
-            order = order[: settings.max_detections]
         spans = phrase_spans(input_ids, self.tokenizer)
-        phrase_index = [best_span(probs[i], spans) if spans else 0 for i in order.tolist()]
+        kept_spans = len(spans) if kept_phrases is None else min(kept_phrases, len(spans))
+        phrase_index = best_spans(probs, spans)
+        kept_rows, excluded_rows = select_boxes(xyxy, scores, phrase_index >= kept_spans, settings)
+        order = torch.cat([kept_rows, excluded_rows])
         phrases = phrase_texts(input_ids, spans, self.tokenizer)
+        groups = (spans[:kept_spans], spans[kept_spans:])
         labels = tuple(
-            phrase_for(probs[i] > settings.text_threshold, input_ids, self.tokenizer) or (phrases[k] if phrases else "")
-            for i, k in zip(order.tolist(), phrase_index, strict=True)
+            phrase_for(words_in(groups[int(k >= kept_spans)], probs[i] > settings.text_threshold), input_ids, self.tokenizer)
+            or (phrases[k] if phrases else "")
+            for i, k in zip(order.tolist(), phrase_index[order].tolist(), strict=True)
         )
         return Detections(
             boxes=xyxy[order].float(),
@@ -172,5 +186,5 @@ class GroundingDinoDetector(ModelPlacement):
             frame_index=torch.zeros(len(order), dtype=torch.int64),
             image_size=image_size,
             num_frames=1,
-            phrase_index=torch.tensor(phrase_index, dtype=torch.int64),
+            phrase_index=phrase_index[order],
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import BertTokenizer
 
-from ..errors import InputError
+from ..prompts import Prompt
 
 # bert-base-uncased's WordPiece vocabulary (Apache-2.0, Google), shipped so that no run ever
 # downloads it: the seed pack's most common failure.
@@ -24,11 +24,8 @@ def bert_tokenizer(folder: Path | None = None) -> BertTokenizer:
 
 def caption_from_prompt(prompt: str) -> str:
     """Lower-case, stripped and ending in '.' as the original detector was trained to see."""
-    if not isinstance(prompt, str):
-        raise InputError(f"the prompt must be text, got {type(prompt).__name__}")
+    Prompt.parse(prompt)  # the prompt rules every detector shares: a clear error for an empty one
     caption = prompt.lower().strip()
-    if not caption.strip(" ."):
-        raise InputError('the prompt is empty: name what to segment, e.g. "dog . red ball"')
     return caption if caption.endswith(".") else caption + "."
 
 

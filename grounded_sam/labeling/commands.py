@@ -66,7 +66,7 @@ class _BarProgress:
 
 def run_label(args: argparse.Namespace, find_models) -> int:  # noqa: ANN001 - cli's model finder
     from ..devices import resolve_device
-    from ..dino.detector import DetectionSettings
+    from ..settings import DetectionSettings
     from .jobs import LabelTask
     from .runner import label_dataset
     from .sources import list_images, parse_shard

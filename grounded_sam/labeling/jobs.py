@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..dino.detector import DetectionSettings
-from ..exclusion import prompt_phrases, with_exclusions
+from ..prompts import Prompt
+from ..settings import DetectionSettings
 
 
 def model_digest(path: str | Path) -> str:
@@ -46,10 +46,10 @@ class LabelTask:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        with_exclusions(self.prompt, self.exclude)  # a bad prompt fails here, before any model loads
+        Prompt.parse(self.prompt, self.exclude)  # a bad prompt fails here, before any model loads
 
     def categories(self) -> list[dict[str, Any]]:
-        return coco_categories(prompt_phrases(self.prompt))
+        return coco_categories(list(Prompt.parse(self.prompt).kept))
 
     def description(self, effective_precision: str, shard: str | None) -> dict[str, Any]:
         """``job.json``: what must be equal for two runs' results to belong together."""

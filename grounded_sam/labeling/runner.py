@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..dino.detector import DetectionSettings
+from ..settings import DetectionSettings
 from ..steps import RunHooks
 from .export import write_coco, write_yolo
 from .jobs import LabelTask

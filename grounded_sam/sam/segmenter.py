@@ -13,6 +13,7 @@ from transformers import SamHQModel, SamModel
 
 from ..caching import LruCache, result_key
 from ..placement import ModelPlacement
+from .box_decoder import decode_boxes
 from .hq_decoder import hq_low_res_masks
 from .tiny_vit import TinyViTEncoder
 from .vit_attention import use_banded_attention
@@ -56,6 +57,9 @@ class SamSegmenter(ModelPlacement):
 
     def caches(self) -> tuple[LruCache, ...]:
         return (self.embedding_cache,)
+
+    def encoder_module(self) -> torch.nn.Module:
+        return self.model.vision_encoder
 
     def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 ``[H, W, 3]`` to the normalised, padded ``[1, 3, S, S]`` the encoder takes."""
@@ -118,8 +122,7 @@ class SamSegmenter(ModelPlacement):
     def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
         if self.is_hq:
             return hq_low_res_masks(self.model, embedding.embeddings, embedding.intermediate, boxes, self.hq_token_only)
-        out = self.model(image_embeddings=embedding.embeddings, input_boxes=boxes.unsqueeze(0), multimask_output=False)
-        return out.pred_masks[0, :, 0]  # [n, 256, 256] logits
+        return decode_boxes(self.model, embedding.embeddings, boxes)  # [n, 256, 256] logits
 
     def _upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
         new_h, new_w = embedding.input_size

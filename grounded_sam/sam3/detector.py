@@ -12,19 +12,21 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import nms
 from torchvision.transforms.v2 import functional as TF
 from transformers import PreTrainedTokenizerBase, Sam3Model, Sam3TrackerModel
 
+from ..box_selection import select_boxes
 from ..caching import LruCache, result_key
-from ..dino.detector import DetectionSettings
-from ..dino.text import caption_from_prompt
-from ..exclusion import prompt_phrases
 from ..placement import ModelPlacement
+from ..prompts import Prompt
 from ..records import Detections
+from ..settings import DetectionSettings
 
 # Vision features of recent frames (~150 MB each at 1008x1008: four FPN levels of 256 channels).
 VISION_CACHE_SIZE = 2
+# Every query's score, box and mask logits for recent (frame, phrase) pairs (~66 MB each: 200 masks of 288x288),
+# for a repeated frame and prompt (another threshold, a re-run workflow, a static video).
+PREDICTION_CACHE_SIZE = 4
 # Masks upscaled to the frame per call: bounds the float32 memory of big frames.
 MASK_CHUNK = 16
 # transformers' label for a box slot that is padding, not a prompt
@@ -44,12 +46,13 @@ class Sam3Detector(ModelPlacement):
         self.image_size = int(model.config.vision_config.backbone_config.image_size)
         self.vision_cache: LruCache = LruCache(VISION_CACHE_SIZE)
         self.text_cache: LruCache = LruCache(64)
+        self.prediction_cache: LruCache = LruCache(PREDICTION_CACHE_SIZE)
 
     def module(self) -> torch.nn.Module:
         return self._both
 
     def caches(self) -> tuple[LruCache, ...]:
-        return (self.vision_cache, self.text_cache)
+        return (self.vision_cache, self.text_cache, self.prediction_cache)
 
     def preprocess(self, frame: torch.Tensor) -> torch.Tensor:
         """uint8 ``[H, W, 3]`` to ``[1, 3, S, S]`` in [-1, 1], resized as Meta's transforms resize."""
@@ -76,9 +79,14 @@ class Sam3Detector(ModelPlacement):
         key = result_key((), self.device, self.dtype, phrase)
         return self.text_cache.get_or_compute(key, lambda: self._text_features(phrase))
 
-    @torch.inference_mode()
     def raw_predictions(self, frame: torch.Tensor, phrase: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For every query: score ``[Q]``, normalised xyxy box ``[Q, 4]`` and low-resolution mask logits ``[Q, h, w]``."""
+        """For every query: score ``[Q]``, normalised xyxy box ``[Q, 4]`` and low-resolution mask logits ``[Q, h, w]``;
+        reused when the same frame and phrase come again."""
+        key = result_key((frame,), self.device, self.dtype, phrase)
+        return self.prediction_cache.get_or_compute(key, lambda: self._raw_predictions(frame, phrase))
+
+    @torch.inference_mode()
+    def _raw_predictions(self, frame: torch.Tensor, phrase: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         text, mask = self.text_features(phrase)
         # Meta's model always appends the box-prompt encoder's summary token, also with no box; transformers'
         # adds it only when boxes are given, so one padding box (label -10, masked everywhere) is passed.
@@ -93,17 +101,18 @@ class Sam3Detector(ModelPlacement):
     def detect(
         self,
         frame: torch.Tensor,
-        prompt: str,
+        prompt: str | Prompt,
         settings: DetectionSettings,
         on_phrase: Callable[[int, int], None] | None = None,
     ) -> Detections:
         """Every phrase of ``prompt`` ("dog . red ball") found in the uint8 ``[H, W, 3]`` frame, with its mask.
 
         ``box_threshold`` applies to SAM 3's instance score; ``text_threshold`` has no meaning here
-        (a phrase is one query, its label is the phrase). ``on_phrase(done, phrases)`` reports progress.
+        (a phrase is one query, its label is the phrase). With exclusions, the kept phrases' instances
+        come first, then the excluded phrases' (see ``box_selection``). ``on_phrase(done, phrases)`` reports progress.
         """
-        caption_from_prompt(prompt)  # the same prompt rules as Grounding DINO
-        phrases = prompt_phrases(prompt)
+        prompt = Prompt.parse(prompt)  # the same prompt rules as Grounding DINO
+        phrases = prompt.phrases
         image_size = (int(frame.shape[0]), int(frame.shape[1]))
         found_scores, found_boxes, found_masks, found_phrase = [], [], [], []
         for index, phrase in enumerate(phrases):
@@ -118,11 +127,8 @@ class Sam3Detector(ModelPlacement):
         scores, phrase_index = torch.cat(found_scores), torch.cat(found_phrase)
         height, width = image_size
         boxes = torch.cat(found_boxes) * torch.tensor([width, height, width, height], dtype=torch.float32)
-        order = scores.argsort(descending=True, stable=True)
-        if settings.nms_iou is not None and settings.nms_iou < 1.0 and len(order):
-            order = nms(boxes, scores, settings.nms_iou)  # across phrases, as for Grounding DINO
-        if settings.max_detections:
-            order = order[: settings.max_detections]
+        kept, excluded = select_boxes(boxes, scores, phrase_index >= len(prompt.kept), settings)  # across phrases, as for Grounding DINO
+        order = torch.cat([kept, excluded])
         mask_logits = torch.cat(found_masks)[order.to(found_masks[0].device)]
         return Detections(
             boxes=boxes[order],

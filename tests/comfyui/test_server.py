@@ -21,6 +21,8 @@ from PIL import Image
 from grounded_sam.images import to_uint8_frames
 from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME
 
+pytestmark = pytest.mark.comfyui
+
 SEGMENT = "GroundingDinoSAMSegment (segment anything)"
 PREVIEW = "PreviewDetections (segment anything)"
 PICK = "PickObjects (segment anything)"
@@ -116,6 +118,11 @@ def assert_same_detections(rows: list[dict], expected, image_size: tuple[int, in
         assert abs(got["score"] - want["score"]) < 1e-3
 
 
+def throttles_progress(server: ComfyServer) -> bool:
+    """ComfyUI 0.33's ProgressBar sends at most one update per 100 ms (comfy/utils.py), dropping the steps between."""
+    return server.version != "0.3.75"
+
+
 def assert_success(run: Run) -> None:
     assert run.status == "success", f"{run.status}: {json.dumps(run.error)[:3000]}"
 
@@ -167,6 +174,7 @@ def test_nodes_register_with_the_seed_sockets(server):
     assert SAM3_FILE in dino_choices
 
 
+@pytest.mark.quick
 def test_main_workflow_matches_the_library(server, main_case):
     """LoadImage -> loaders -> segment -> SaveImage (IMAGE) and MaskToImage -> SaveImage (MASK)."""
     log_before = server.log_text()
@@ -240,7 +248,10 @@ def test_batch_of_two_frames_keeps_order(server, library, input_pngs):
     rows = json.loads(preview_text(run, ids["json"]))
     assert [r["frame"] for r in rows] == sorted(r["frame"] for r in rows)
     values = [v for v, _ in run.progress(ids["segment"])]
-    assert values == sorted(values) and values[-1] == 2 * STEPS_PER_FRAME and STEPS_PER_FRAME in values
+    assert values == sorted(values) and values[-1] == 2 * STEPS_PER_FRAME
+    assert [v for v in values if 0 < v <= STEPS_PER_FRAME] and [v for v in values if STEPS_PER_FRAME < v < 2 * STEPS_PER_FRAME]
+    if not throttles_progress(server):  # 0.33 sends at most one progress message per 100 ms: a frame's last step may be dropped
+        assert STEPS_PER_FRAME in values  # each frame ends on its own step
     measure(server.version, "batch of two", seconds=round(run.seconds, 1), objects=len(rows), progress_messages=len(values))
 
 
@@ -350,7 +361,8 @@ def test_free_then_run(server, main_case):
     reloaded = server.log_text()[len(before) :].count("Requested to load _PatchedModel")
     assert reloaded == 2, "after /free ComfyUI must load both our models again"
     detecting = [v for v, _ in run.progress(ids["segment"]) if v < DETECTION_SHARE * STEPS_PER_FRAME]
-    assert len(detecting) >= 10, "offloading dropped the cached results with the models: detection runs again"
+    # detection runs again, layer by layer (a cached result gives no step inside it); 0.33 sends one step per 100 ms at most
+    assert len(detecting) >= (5 if throttles_progress(server) else 10), "offloading dropped the cached results with the models: detection runs again"
     measure(server.version, "/free then run", seconds=round(run.seconds, 1), model_loads_after_free=reloaded)
 
 
@@ -379,7 +391,8 @@ def test_interrupt_during_detection(server, main_case):
     g, ids = segment_graph(["zidane.png"], PROMPT, 0.3)  # an image this server has not seen: detection runs in full
     save_outputs(g, ids, "interrupted_detection", image=False)
     detected = DETECTION_SHARE * STEPS_PER_FRAME
-    run, latency, values = interrupted_run(server, g, ids["segment"], lambda seconds, progress: seconds >= 2.0 and 0 <= progress < detected)
+    # a fifth of the way into detection, layer by layer: the click lands while the detector runs
+    run, latency, values = interrupted_run(server, g, ids["segment"], lambda seconds, progress: detected / 5 <= progress < detected)
     assert run.status == "interrupted"
     assert values and max(values) < detected, f"it went on past detection: {values}"
     measure(server.version, "interrupt during detection", latency_s=round(latency, 2), last_progress=max(values))
@@ -403,8 +416,8 @@ def test_interrupt_while_decoding_many_boxes(server, main_case, library, input_p
 
 
 def test_many_objects_cost_little_memory_when_unused(server, main_case):
-    """~600 objects at 810x1080: the per-object masks stay packed (1 bit a pixel) unless ObjectMasks asks."""
-    g, ids = segment_graph(["bus.png"], PROMPT, 0.0, text_threshold=0.0, max_detections=600)
+    """500 objects at 810x1080: the per-object masks stay packed (1 bit a pixel) unless ObjectMasks asks."""
+    g, ids = segment_graph(["bus.png"], PROMPT, 0.0, text_threshold=0.0, max_detections=500)
     ids = save_outputs(g, ids, "many", image=False, json_out=True)
     before = server.rss_mib()
     run = server.run(g.nodes)
@@ -530,16 +543,38 @@ def test_pick_objects_by_area(server, main_case):
     measure(server.version, "pick objects", seconds=round(run.seconds, 1))
 
 
+def test_pick_objects_on_two_frames(server, library, input_pngs):
+    """PickObjects' merged mask for a batch: every frame its own picked objects (the second frame's used to be empty)."""
+    from grounded_sam import DetectionSettings
+    from grounded_sam.picking import pick_objects
+
+    first, second = input_pngs["picture1"], input_pngs["picture2"]
+    threshold = min(threshold_for(library, png, PROMPT, 3) for png in (first, second))  # at least three boxes in each frame
+    g, ids = segment_graph(["picture1.png", "picture2.png"], PROMPT, threshold)
+    pick = g.add(PICK, detections=[ids["segment"], 2], label="", top_k=1, rank_by="area")
+    merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[pick, 1]), 0], filename_prefix="picked_two_frames")
+    run = server.run(g.nodes)
+    assert_success(run)
+    got = saved_masks(server, run, merged)
+    both = torch.cat([comfy_image(first), comfy_image(second)])
+    expected = pick_objects(library.pipeline.segment(both, PROMPT, DetectionSettings(threshold, 0.25)), top_k=1, rank_by="area").merged_masks()
+    assert got.shape[0] == 2 and expected[0].any() and expected[1].any()
+    for frame in range(2):
+        assert iou(got[frame], expected[frame]) >= 0.999, frame
+    measure(server.version, "pick objects, two frames", seconds=round(run.seconds, 1), picked_pixels=[int(m.sum()) for m in got])
+
+
 @pytest.fixture(scope="session")
-def mm_case(full_size_checkpoints, library, input_pngs):
+def mm_case(server_checkpoints, library, input_pngs):
     """MM-Grounding-DINO (a transformers folder) for boxes, SAM ViT-B for masks, run by the library."""
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino
 
-    pipeline = GroundedSam(load_grounding_dino(full_size_checkpoints["mm"], "cpu"), library.pipeline.segmenter)
+    pipeline = GroundedSam(load_grounding_dino(server_checkpoints["mm"], "cpu"), library.pipeline.segmenter)
     png = input_pngs["zidane"]
     scores = pipeline.detector.detect(to_uint8_frames(comfy_image(png))[0], PROMPT, DetectionSettings(0.0, 0.0, nms_iou=None)).scores
     threshold = threshold_in_widest_gap(scores, range(8, 20), min_gap=2e-4)
-    return {"png": png, "threshold": threshold, "expected": pipeline.segment(comfy_image(png), PROMPT, DetectionSettings(threshold, 0.25))}
+    expected = pipeline.segment(comfy_image(png), PROMPT, DetectionSettings(threshold, 0.25))
+    return {"png": png, "threshold": threshold, "expected": expected, "detector": pipeline.detector}
 
 
 def threshold_in_widest_gap(scores: torch.Tensor, ranks: range, min_gap: float) -> float:
@@ -568,11 +603,11 @@ def test_mm_grounding_dino_folder_in_the_loader(server, mm_case):
 
 
 @pytest.fixture(scope="session")
-def sam2_case(full_size_checkpoints, mm_case):
+def sam2_case(server_checkpoints, mm_case):
     """MM-Grounding-DINO boxes, SAM 2.1 tiny masks (Meta's release file), run by the library on the mm case."""
-    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+    from grounded_sam import DetectionSettings, GroundedSam, load_sam
 
-    pipeline = GroundedSam(load_grounding_dino(full_size_checkpoints["mm"], "cpu"), load_sam(full_size_checkpoints["sam2"], "cpu"))
+    pipeline = GroundedSam(mm_case["detector"], load_sam(server_checkpoints["sam2"], "cpu"))
     expected = pipeline.segment(comfy_image(mm_case["png"]), PROMPT, DetectionSettings(mm_case["threshold"], 0.25))
     return {**mm_case, "expected": expected}
 
@@ -606,11 +641,11 @@ def test_sam2_and_mm_grounding_dino_in_the_seed_nodes(server, sam2_case):
 
 
 @pytest.fixture(scope="session")
-def sam3_case(full_size_checkpoints, input_pngs):
+def sam3_case(server_checkpoints, input_pngs):
     """SAM 3 (Meta's release format in models/sam3) in both sockets, run by the library on zidane."""
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
 
-    path = full_size_checkpoints["sam3"]
+    path = server_checkpoints["sam3"]
     pipeline = GroundedSam(load_grounding_dino(path, "cpu"), load_sam(path, "cpu"))
     png = input_pngs["zidane"]
     frame = to_uint8_frames(comfy_image(png))[0]
@@ -635,11 +670,11 @@ def test_sam3_in_both_seed_loaders(server, sam3_case):
 
 
 @pytest.fixture(scope="session")
-def sam3_masks_case(full_size_checkpoints, mm_case):
+def sam3_masks_case(server_checkpoints, mm_case):
     """MM-Grounding-DINO boxes, SAM 3 masks (its box-to-mask head), run by the library on the mm case."""
-    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+    from grounded_sam import DetectionSettings, GroundedSam, load_sam
 
-    pipeline = GroundedSam(load_grounding_dino(full_size_checkpoints["mm"], "cpu"), load_sam(full_size_checkpoints["sam3"], "cpu"))
+    pipeline = GroundedSam(mm_case["detector"], load_sam(server_checkpoints["sam3"], "cpu"))
     expected = pipeline.segment(comfy_image(mm_case["png"]), PROMPT, DetectionSettings(mm_case["threshold"], 0.25))
     return {**mm_case, "expected": expected}
 

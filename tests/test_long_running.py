@@ -1,0 +1,203 @@
+"""What a server that runs for days needs: records that keep every field, caches that stay as made and go with
+their model, runs in threads that keep to themselves, a cancel that says so, loaded models that go when unused."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import threading
+import weakref
+
+import pytest
+import torch
+from scenes import PROMPT
+
+from grounded_sam import (
+    CancelledError,
+    Detections,
+    DetectionSettings,
+    GroundedSam,
+    RunHooks,
+    load_grounding_dino,
+    load_sam,
+)
+from grounded_sam.comfy.adapter import _clear_caches_when_unloaded
+from grounded_sam.comfy.loaded import shared_model
+from grounded_sam.comfy.nodes import NODE_CLASS_MAPPINGS, SegmentedObjects
+from grounded_sam.records import PackedMasks
+
+
+def frame_objects(frame: int, frames: int, with_phrases: bool = True, with_masks: bool = True) -> Detections:
+    masks = torch.zeros((2, 6, 8), dtype=torch.bool)
+    masks[0, 1:3, 1:4] = True
+    masks[1, 3:6, 4:8] = True
+    return Detections(
+        boxes=torch.tensor([[1.0, 1.0, 4.0, 3.0], [4.0, 3.0, 8.0, 6.0]]), scores=torch.tensor([0.9, 0.8]), labels=("dog", "ball"),
+        frame_index=torch.full((2,), frame), image_size=(6, 8), num_frames=frames, masks=masks if with_masks else None,
+        phrase_index=torch.tensor([0, 1]) if with_phrases else None,
+    )  # fmt: skip
+
+
+def test_concat_fills_or_refuses_a_field_only_some_parts_have():
+    joined = Detections.concat([frame_objects(0, 2), frame_objects(1, 2, with_phrases=False)], 2, (6, 8))
+    assert joined.phrase_index.tolist() == [0, 1, -1, -1]  # filled as "phrase not known", never dropped
+    with pytest.raises(ValueError, match="only some parts have masks"):
+        Detections.concat([frame_objects(0, 2), frame_objects(1, 2, with_masks=False)], 2, (6, 8))
+    every = Detections.concat([frame_objects(0, 2, with_masks=False), frame_objects(1, 2, with_masks=False)], 2, (6, 8))
+    assert every.masks is None and len(every) == 4
+    picked = joined.select(torch.tensor([3, 0]))
+    for name, _ in Detections.per_object_fields():  # select keeps every per-object field, row by row
+        whole, part = getattr(joined, name), getattr(picked, name)
+        assert part == (whole[3], whole[0]) if isinstance(whole, tuple) else torch.equal(part, whole[[3, 0]]), name
+    with pytest.raises(ValueError, match="phrase_index has shape"):
+        Detections(boxes=torch.zeros((1, 4)), scores=torch.zeros(1), labels=("a",), frame_index=torch.zeros(1, dtype=torch.int64),
+                   image_size=(2, 2), num_frames=1, phrase_index=torch.zeros(2, dtype=torch.int64))  # fmt: skip
+
+
+def test_one_frame_view_and_merged_masks_of_a_two_frame_batch():
+    batch = Detections.concat([frame_objects(0, 2), frame_objects(1, 2)], 2, (6, 8))
+    second = batch.for_frame(1)
+    assert second.num_frames == 1 and second.frame_index.tolist() == [0, 0]
+    assert torch.equal(second.merged_masks()[0], batch.masks[2] | batch.masks[3])
+    objects = SegmentedObjects.of(batch)
+    merged = objects.merged_masks()
+    assert merged.shape == (2, 6, 8) and torch.equal(merged, batch.merged_masks().float())
+    assert merged[1].any()  # the second frame's mask used to come out empty
+    masks, mask, picked, _ = NODE_CLASS_MAPPINGS["PickObjects (segment anything)"]().main(objects, "ball", 1, "score")
+    assert torch.equal(mask[1], batch.masks[3].float()) and torch.equal(mask[0], batch.masks[1].float())
+    assert picked.detections.frame_index.tolist() == [0, 1] and masks.shape == (2, 6, 8)
+    assert torch.equal(PackedMasks.pack(batch.masks).union(torch.tensor([0, 3])), batch.masks[0] | batch.masks[3])
+
+
+def test_backbone_cache_hits_leave_the_cached_result_as_it_was(detector, bus):
+    detector.clear_caches()
+    settings = DetectionSettings(0.3, 0.25)
+    first = detector.detect(bus, "person", settings)
+    (features, positions), = list(detector.backbone_cache._entries.values())
+    before = (len(features), len(positions), [t.data_ptr() for t in positions])
+    hits = detector.backbone_cache.hits
+    for prompt in ("tie", "a bus", "window . wheel", "person"):  # new prompts: the backbone's result is reused
+        detector.prediction_cache.clear()
+        detector.detect(bus, prompt, settings)
+    (again,) = list(detector.backbone_cache._entries.values())
+    assert again[0] is features and (len(again[0]), len(again[1]), [t.data_ptr() for t in again[1]]) == before
+    assert detector.backbone_cache.hits - hits == 4
+    assert torch.equal(detector.detect(bus, "person", settings).boxes, first.boxes)
+
+
+def test_moving_a_model_empties_its_caches(segmenter, bus):
+    segmenter.embed(bus)
+    assert len(segmenter.embedding_cache) > 0
+    segmenter.to(dtype=torch.float64)
+    try:
+        assert len(segmenter.embedding_cache) == 0
+        segmenter.embed(bus)
+        segmenter.to(dtype=torch.float64)  # not a move: the entry stays
+        assert len(segmenter.embedding_cache) == 1
+    finally:
+        segmenter.to(dtype=torch.float32)
+    assert len(segmenter.embedding_cache) == 0
+
+
+def test_a_cancel_that_returns_true_raises_cancelled_error(detector, segmenter, zidane):
+    asked = []
+    with pytest.raises(CancelledError, match="frame 1 of 1"):
+        GroundedSam(detector, segmenter).segment(zidane, PROMPT, DetectionSettings(0.3), RunHooks(check_cancel=lambda: asked.append(1) or len(asked) > 3))
+    assert len(asked) == 4  # stopped at the first True, inside the frame
+
+
+def test_threads_on_one_pipeline_keep_their_own_progress_cancel_and_results(detector, segmenter, bus, zidane):
+    """Three runs at once through the same models: two report progress, one cancels itself. Each gets its own."""
+    pipeline = GroundedSam(detector, segmenter, "fp32")
+    settings = DetectionSettings(0.0, 0.25, max_detections=20)
+    alone: dict[str, Detections] = {}
+    steps: dict[str, int] = {}
+    for name, frame in (("bus", bus), ("zidane", zidane)):  # each run alone, from cold caches
+        detector.clear_caches()
+        segmenter.clear_caches()
+        seen: list[int] = []
+        alone[name] = pipeline.segment(frame, PROMPT, settings, RunHooks(on_progress=lambda d, t, seen=seen: seen.append(d)))
+        steps[name] = len(seen)
+    detector.clear_caches()
+    segmenter.clear_caches()
+    all_inside = threading.Barrier(3, timeout=60)
+    progress: dict[str, list[int]] = {"bus": [], "zidane": []}
+    results: dict[str, object] = {}
+
+    def report(name: str, frame: torch.Tensor) -> None:
+        def on_progress(done: int, total: int) -> None:
+            if not progress[name]:
+                all_inside.wait()  # every thread is inside the same model now
+            progress[name].append(done)
+
+        results[name] = pipeline.segment(frame, PROMPT, settings, RunHooks(on_progress=on_progress))
+
+    def cancel() -> None:
+        calls = []
+
+        def check() -> bool:
+            if not calls:
+                all_inside.wait()
+            calls.append(1)
+            return len(calls) > 8  # stops itself after a few layers
+
+        try:
+            pipeline.segment(zidane[:, 200:900], PROMPT, settings, RunHooks(check_cancel=check))
+        except CancelledError as err:
+            results["cancel"] = err
+
+    threads = [threading.Thread(target=report, args=("bus", bus)), threading.Thread(target=report, args=("zidane", zidane)),
+               threading.Thread(target=cancel)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert isinstance(results.get("cancel"), CancelledError)  # its own cancel, and only it stopped
+    for name in ("bus", "zidane"):
+        found, expected = results[name], alone[name]
+        assert torch.equal(found.boxes, expected.boxes) and torch.equal(found.masks, expected.masks) and found.labels == expected.labels
+        values = progress[name]
+        assert values == sorted(values) and values[-1] == 100
+        # its own layers' steps: hooks acting on the other runs' layers too would have nearly doubled them
+        assert len(values) <= 1.25 * steps[name], (name, len(values), steps[name])
+
+
+def test_loaded_models_are_shared_while_held_and_freed_when_dropped(tmp_path, sam_checkpoint):
+    path = tmp_path / "sam.pth"
+    shutil.copy(sam_checkpoint, path)
+    loads = []
+
+    def load(p):
+        loads.append(p)
+        return load_sam(p, "cpu")
+
+    first = shared_model("sams", path, load)
+    assert shared_model("sams", path, load) is first and len(loads) == 1
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None  # nothing but the holder kept it
+    held = shared_model("sams", path, load)
+    shutil.copy(sam_checkpoint, tmp_path / "other.pth")
+    os.replace(tmp_path / "other.pth", path)  # the file replaced in place
+    assert shared_model("sams", path, load) is not held and len(loads) == 3
+
+
+def test_a_file_replaced_inside_a_model_folder_is_loaded_anew(tmp_path, mm_folder):
+    folder = tmp_path / "mm"
+    shutil.copytree(mm_folder, folder)
+    held = shared_model("grounding-dino", folder, lambda p: load_grounding_dino(p, "cpu"))
+    assert shared_model("grounding-dino", folder, lambda p: pytest.fail("loaded again")) is held
+    os.utime(folder, ns=(0, 0))  # the folder's own time says nothing: a file inside changes
+    (folder / "config.json").write_text((folder / "config.json").read_text() + "\n")
+    assert shared_model("grounding-dino", folder, lambda p: load_grounding_dino(p, "cpu")) is not held
+
+
+def test_the_unload_callback_does_not_keep_the_model_alive(sam_checkpoint):
+    model = load_sam(sam_checkpoint, "cpu")
+    callback = _clear_caches_when_unloaded(model)
+    gone = weakref.ref(model)
+    del model
+    assert gone() is None  # freed at once, without waiting for the cyclic collector
+    callback(None, True)  # and the callback copes
