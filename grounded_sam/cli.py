@@ -28,6 +28,7 @@ from .labeling.commands import (
 from .model_files import DINO_FOLDER, MODELS_DIR_ENV, SAM_FOLDER, default_models_dir
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
+REFINE_CHOICES = ("closed_form", "guided_filter", "vitmatte", "none")  # matting.MATTING_METHODS, without importing it for --help
 
 
 def _version() -> str:
@@ -86,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(seg)
     seg.add_argument("--per-object", action="store_true", help="also write one mask PNG per detected object")
     seg.add_argument("--preview", action="store_true", help="also write <name>_preview.png: each object's mask, box and label drawn on the image")
+    seg.add_argument("--refine", choices=REFINE_CHOICES, default=None,
+                     help="soft edges: write the masks as 8-bit alpha refined by this method (closed_form and guided_filter need no "
+                          "weights; vitmatte needs a ViTMatte folder, --vitmatte)")
+    seg.add_argument("--vitmatte", default="vitmatte-small-composition-1k",
+                     help="for --refine vitmatte: a ViTMatte folder, or a model name in --models-dir/vitmatte")
+    seg.add_argument("--detail-erode", type=float, default=12.0, help="refine band inside the mask's edge, pixels of a 1024-pixel image")
+    seg.add_argument("--detail-dilate", type=float, default=24.0, help="refine band outside the mask's edge, pixels of a 1024-pixel image")
+    seg.add_argument("--black-point", type=float, default=0.01, help="alpha at or below this becomes 0")
+    seg.add_argument("--white-point", type=float, default=0.99, help="alpha at or above this becomes 1")
+    seg.add_argument("--max-megapixels", type=float, default=1.0, help="refine larger images at this size, then bring the alpha back up")
+    seg.add_argument("--cutout", action="store_true",
+                     help="also write <name>_cutout.png: RGBA, the objects' own colours (no fringe of the old background)")
     label = sub.add_parser(
         "label",
         help="label a dataset: COCO (and YOLO) files, streamed, resumable, on one machine, shards or a Ray cluster",
@@ -154,6 +167,23 @@ def _find_models(args: argparse.Namespace) -> tuple[Path, Path]:
     return found["Grounding DINO (--dino)"], found["SAM (--sam)"]
 
 
+def _find_vitmatte(args: argparse.Namespace) -> Path:
+    from .model_files import VITMATTE_FOLDER, resolve_model
+
+    with _DownloadBar(str(args.vitmatte)):
+        return resolve_model(args.vitmatte, VITMATTE_FOLDER, [args.models_dir / VITMATTE_FOLDER], allow_download=not args.no_download)
+
+
+def _refiner(settings, vitmatte_path: Path | None, device: str):  # noqa: ANN001, ANN202 - matting.RefineSettings -> (image, mask) -> Matte
+    """What turns a mask into a soft matte for the report, or None without ``--refine``."""
+    if settings is None:
+        return None
+    from .matting import load_vitmatte, refine_alpha
+
+    model = load_vitmatte(vitmatte_path, device) if vitmatte_path is not None else None
+    return lambda image, mask: refine_alpha(image, mask, settings, model)
+
+
 def _load_models(dino_path: Path, sam_path: Path, device: str):
     """Both models, or one error naming every file that would not load."""
     from .dino.load import load_grounding_dino
@@ -190,6 +220,11 @@ def run_segment(args: argparse.Namespace) -> int:
     # checks that need no model: each raises a clear error before anything loads
     settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
     Prompt.parse(args.prompt, args.exclude)
+    refine = None
+    if args.refine is not None:
+        from .matting import RefineSettings
+
+        refine = RefineSettings(args.refine, args.detail_erode, args.detail_dilate, args.black_point, args.white_point, args.max_megapixels)
     device = resolve_device(args.device)
     images, notes = expand_images(args.images)
     for note in notes:
@@ -201,6 +236,7 @@ def run_segment(args: argparse.Namespace) -> int:
         _error(f"{image.problem} (skipped)")
     _check_output_folder(args.out)
     dino_path, sam_path = _find_models(args)
+    vitmatte_path = _find_vitmatte(args) if refine is not None and refine.method == "vitmatte" else None
 
     from .images import load_image_file
     from .pipeline import GroundedSam
@@ -210,7 +246,8 @@ def run_segment(args: argparse.Namespace) -> int:
     print(f"grounded-sam: {detector.name} + {segmenter.name} on {device}, {pipeline.effective_precision()}", file=sys.stderr)
     failed = len(bad)
     runnable = len(images) - len(bad)
-    with SegmentReport(args.out, args.per_object, args.preview) as report, ImagesBar(runnable, enabled=not args.no_progress) as bar:
+    with SegmentReport(args.out, args.per_object, args.preview, _refiner(refine, vitmatte_path, str(device)), args.cutout) as report, \
+            ImagesBar(runnable, enabled=not args.no_progress) as bar:
         position = 0  # among the runnable images: what the bar, its rate and its ETA count
         for image in images:  # in input order, so the report lists every input where it was given
             if image.problem:

@@ -15,12 +15,15 @@ from .model_registry import (
     KNOWN_REPOS,
     SAM3_FOLDER,
     SAM_FOLDER,
+    VITMATTE_FOLDER,
     KnownModel,
     known_model,
     known_repo,
 )
 
-__all__ = ["DINO_FOLDER", "KNOWN_MODELS", "KNOWN_REPOS", "SAM3_FOLDER", "SAM_FOLDER", "KnownModel", "known_model", "searched_folders"]
+__all__ = [
+    "DINO_FOLDER", "KNOWN_MODELS", "KNOWN_REPOS", "SAM3_FOLDER", "SAM_FOLDER", "VITMATTE_FOLDER", "KnownModel", "known_model", "searched_folders",
+]  # fmt: skip
 
 MODELS_DIR_ENV = "GROUNDED_SAM_MODELS_DIR"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")

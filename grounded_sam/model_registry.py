@@ -14,6 +14,8 @@ SAM_FOLDER = "sams"
 DINO_FOLDER = "grounding-dino"
 # SAM 3 is both stages: its files are listed and found by both loaders (gated weights: never downloaded for you)
 SAM3_FOLDER = "sam3"
+# ViTMatte, the learned matting method of RefineMask / --refine vitmatte
+VITMATTE_FOLDER = "vitmatte"
 
 _META = "https://dl.fbaipublicfiles.com/segment_anything/"
 _HQ = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
@@ -98,6 +100,11 @@ KNOWN_REPOS: tuple[KnownRepo, ...] = (
         KnownRepo(f"sam2.1-hiera-{size} (transformers)", SAM_FOLDER, f"facebook/sam2.1-hiera-{size}", f"sam2.1-hiera-{size}")
         for size in ("tiny", "small", "base-plus", "large")
     ),
+    *(
+        KnownRepo(f"vitmatte-{size}-composition-1k (transformers)", VITMATTE_FOLDER, f"hustvl/vitmatte-{size}-composition-1k",
+                  f"vitmatte-{size}-composition-1k")
+        for size in ("small", "base")
+    ),  # ViTMatte (MIT): huggingface_hub checks every file against the hub's sha256 as it downloads
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,18 +28,31 @@ def slug(text: str) -> str:
 
 
 def write_mask(mask: np.ndarray, path: Path) -> None:
-    """A mask as an 8-bit gray PNG of the image's size: 255 inside, 0 outside."""
+    """A mask as an 8-bit gray PNG of the image's size: 255 inside, 0 outside; a float alpha as 0..255."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
+    values = mask.astype(np.uint8) * 255 if mask.dtype == bool else np.clip(np.round(mask * 255.0), 0, 255).astype(np.uint8)
+    Image.fromarray(values, mode="L").save(path)
+
+
+def write_cutout(foreground: np.ndarray, alpha: np.ndarray, path: Path) -> None:
+    """An RGBA PNG: the object's colours (0..1 floats) and its alpha."""
+    rgba = np.concatenate([foreground, alpha[..., None]], axis=-1)
+    Image.fromarray(np.clip(np.round(rgba * 255.0), 0, 255).astype(np.uint8), mode="RGBA").save(path)
 
 
 class SegmentReport:
-    """The output folder of one run: the mask files, and the report that lists them."""
+    """The output folder of one run: the mask files, and the report that lists them.
 
-    def __init__(self, out: Path, per_object: bool, preview: bool = False) -> None:
+    ``refine`` (image, mask -> ``matting.Matte``) writes the masks as soft 8-bit alpha; ``cutout`` writes
+    ``<name>_cutout.png``, the object's own colours with the merged mask's alpha.
+    """
+
+    def __init__(self, out: Path, per_object: bool, preview: bool = False, refine: Callable | None = None, cutout: bool = False) -> None:
         self.out = out
         self.per_object = per_object
         self.preview = preview
+        self.refine = refine
+        self.cutout = cutout
         self.count = 0
         out.mkdir(parents=True, exist_ok=True)
         self._file = open(out / REPORT_NAME, "w", encoding="utf-8")  # noqa: SIM115 - open for the whole run
@@ -55,14 +69,23 @@ class SegmentReport:
     def add_result(self, image: Path, stem: PurePosixPath, found: Detections, frame: torch.Tensor | None = None) -> dict[str, Any]:
         """Write one image's masks and add its entry (``found`` is that image's single frame, ``frame`` its uint8 pixels)."""
         mask_file = f"{stem}_mask.png"
-        write_mask(found.merged_masks()[0].numpy(), self.out / mask_file)
+        merged = found.merged_masks()[0].numpy()
+        matte = self._matte(frame, merged)
+        write_mask(merged if matte is None else matte.alpha, self.out / mask_file)
+        if self.cutout and frame is not None:
+            from .matting import estimate_foreground
+
+            alpha = merged.astype(np.float32) if matte is None else matte.alpha
+            colours = estimate_foreground(frame.numpy(), alpha) if matte is None else matte.foreground
+            write_cutout(colours, alpha, self.out / f"{stem}_cutout.png")
         objects = found.to_json()
         digits = max(2, len(str(max(0, len(objects) - 1))))  # object numbers sort in object order
         for k, row in enumerate(objects):
             row.pop("frame")
             if self.per_object:
                 name = f"{stem}_object{k:0{digits}d}_{slug(row['label'])}.png"
-                write_mask(found.masks[k].numpy(), self.out / name)
+                matte = self._matte(frame, found.masks[k].numpy())
+                write_mask(found.masks[k].numpy() if matte is None else matte.alpha, self.out / name)
                 row["mask_file"] = name
         height, width = found.image_size
         entry = {"image": str(image), "width": width, "height": height, "mask_file": mask_file, "objects": objects}
@@ -71,6 +94,11 @@ class SegmentReport:
             Image.fromarray(draw_preview(frame, found).numpy()).save(self.out / entry["preview_file"])
         self._add(entry)
         return entry
+
+    def _matte(self, frame: torch.Tensor | None, mask: np.ndarray):  # noqa: ANN202 - a matting.Matte or None
+        if self.refine is None or frame is None:
+            return None
+        return self.refine(frame.numpy(), mask)
 
     def add_error(self, image: Path, message: str) -> None:
         self._add({"image": str(image), "error": message})

@@ -147,6 +147,14 @@ def mm_folder(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vitmatte_random(models_dir) -> Path:
+    """A small random ViTMatte folder in the layout of the hub's ``hustvl/vitmatte-small-composition-1k``."""
+    from reference_models import vitmatte_folder
+
+    return vitmatte_folder(models_dir / "vitmatte-small-random")
+
+
+@pytest.fixture(scope="session")
 def batch_with_empty_middle(detector, bus, zidane):
     from scenes import batch_with_empty_middle as build
 

@@ -338,3 +338,22 @@ def save_sam3_release(model: torch.nn.Module, path: Path) -> Path:
         state[f"tracker.{name[len(tracker):]}" if name.startswith(tracker) else f"detector.{name}"] = tensor
     torch.save({"model": state}, path)
     return path
+
+
+# --- ViTMatte ---------------------------------------------------------------------------------
+
+
+def vitmatte_folder(folder: Path) -> Path:
+    """A small random ViTMatte in the layout of ``hustvl/vitmatte-small-composition-1k``: config, safetensors, processor."""
+    from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting, VitMatteImageProcessor
+
+    torch.manual_seed(0)
+    backbone = VitDetConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, num_channels=4,
+                            out_features=["stage2"], use_relative_position_embeddings=True, window_block_indices=[0],
+                            residual_block_indices=[])  # fmt: skip
+    model = VitMatteForImageMatting(VitMatteConfig(backbone_config=backbone, hidden_size=64, convstream_hidden_sizes=[16, 32, 64],
+                                                   fusion_hidden_sizes=[64, 32, 16, 8])).eval()  # fmt: skip
+    perturb(model, 0, scale=0.3)  # smaller noise leaves every alpha at 0.504: nothing to compare
+    model.save_pretrained(folder)
+    VitMatteImageProcessor().save_pretrained(folder)
+    return folder

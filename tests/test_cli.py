@@ -14,7 +14,7 @@ from scenes import PROMPT, top_score
 
 import grounded_sam
 from grounded_sam import Detections, DetectionSettings, GroundedSam
-from grounded_sam.cli import main
+from grounded_sam.cli import build_parser, main
 from grounded_sam.images import load_image_file
 from grounded_sam.inputs import output_stems
 from grounded_sam.outputs import SegmentReport
@@ -166,3 +166,35 @@ def test_output_names_never_collide(tmp_path):
     assert stems == ["a/img_jpg", "b/img", "a/img_png", "a/img_PNG", "a/c/d"]
     assert [str(s) for s in output_stems([tmp_path / "x.jpg"])] == ["x"]
     assert len(set(output_stems([tmp_path / "a" / "IMG.png", tmp_path / "a" / "IMG.PNG", tmp_path / "a" / "IMG_png.png"]))) == 3
+
+
+def test_refined_masks_and_cutout(tmp_path, detector, segmenter, dino_checkpoint, sam_checkpoint, bus):
+    """--refine writes the masks as soft 8-bit alpha, --cutout an RGBA picture with the objects' own colours: the library's."""
+    from grounded_sam.matting import RefineSettings, refine_alpha
+
+    frame = bus[:480, :640].contiguous()
+    image_path = tmp_path / "crop.png"
+    Image.fromarray(frame.numpy()).save(image_path)
+    threshold = top_score(detector, frame) - 0.01
+    code, out = _run(tmp_path, dino_checkpoint, sam_checkpoint, [image_path], "--box-threshold", str(threshold), "--refine", "guided_filter",
+                     "--cutout", "--per-object", "--no-progress")  # fmt: skip
+    assert code == 0
+    found = GroundedSam(detector, segmenter).segment(frame, PROMPT, DetectionSettings(threshold, 0.25))
+    settings = RefineSettings("guided_filter")  # random weights give speckled masks: the fast method
+    parsed = build_parser().parse_args(["segment", "x.png", "--prompt", "a", "--dino", "d", "--sam", "s", "--out", "o", "--refine", "closed_form"])
+    assert RefineSettings(parsed.refine, parsed.detail_erode, parsed.detail_dilate, parsed.black_point, parsed.white_point,
+                          parsed.max_megapixels) == RefineSettings()  # fmt: skip  # the command's defaults are the library's
+
+    def as_png(alpha: np.ndarray) -> np.ndarray:
+        return np.clip(np.round(alpha * 255.0), 0, 255).astype(np.uint8)
+
+    merged = refine_alpha(frame.numpy(), found.merged_masks()[0].numpy(), settings)
+    written = np.asarray(Image.open(out / "crop_mask.png"))
+    assert np.array_equal(written, as_png(merged.alpha))
+    assert ((written > 0) & (written < 255)).mean() > 0.001, "the refined mask must be soft somewhere"
+    cutout = np.asarray(Image.open(out / "crop_cutout.png"))
+    assert cutout.shape == (480, 640, 4) and np.array_equal(cutout[..., 3], written)
+    assert np.array_equal(cutout[..., :3], as_png(merged.foreground))
+    report = json.loads((out / "detections.json").read_text())
+    first = np.asarray(Image.open(out / report[0]["objects"][0]["mask_file"]))
+    assert np.array_equal(first, as_png(refine_alpha(frame.numpy(), found.masks[0].numpy(), settings).alpha))

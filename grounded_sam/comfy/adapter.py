@@ -22,6 +22,7 @@ from ..model_files import (
     KNOWN_REPOS,
     SAM3_FOLDER,
     SAM_FOLDER,
+    VITMATTE_FOLDER,
     WEIGHT_SUFFIXES,
     default_models_dir,
     models_on_disk,
@@ -42,11 +43,12 @@ def in_comfyui() -> bool:
 
 
 def register_model_folders() -> None:
-    """Make ``models/sams``, ``models/grounding-dino`` and ``models/sam3`` ComfyUI model folders (extra_model_paths.yaml can add more)."""
+    """Make ``models/sams``, ``models/grounding-dino``, ``models/sam3`` and ``models/vitmatte`` ComfyUI model folders
+    (extra_model_paths.yaml can add more)."""
     folder_paths = _comfy("folder_paths")
     if folder_paths is None:
         return
-    for name in (SAM_FOLDER, DINO_FOLDER, SAM3_FOLDER):
+    for name in (SAM_FOLDER, DINO_FOLDER, SAM3_FOLDER, VITMATTE_FOLDER):
         default = os.path.join(folder_paths.models_dir, name)
         paths, extensions = folder_paths.folder_names_and_paths.get(name, ([], set()))
         if default not in paths:

@@ -25,6 +25,7 @@ from ..settings import DetectionSettings
 from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter
 from .loaded import shared_model
+from .refine_node import RefineMask
 
 CATEGORY = "segment_anything"
 
@@ -319,10 +320,12 @@ NODE_CLASS_MAPPINGS = {
     "ObjectMasks (segment anything)": ObjectMasks,
     "PreviewDetections (segment anything)": PreviewDetections,
     "PickObjects (segment anything)": PickObjects,
+    "RefineMask (segment anything)": RefineMask,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "IsMaskEmpty": "IsMaskEmpty",
     "ObjectMasks (segment anything)": "ObjectMasks (segment anything)",
     "PreviewDetections (segment anything)": "PreviewDetections (segment anything)",
     "PickObjects (segment anything)": "PickObjects (segment anything)",
+    "RefineMask (segment anything)": "RefineMask (segment anything)",
 }

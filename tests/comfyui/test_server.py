@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def segment_graph(
     ids["segment"] = g.add(
         SEGMENT, sam_model=[ids["sam"], 0], grounding_dino_model=[ids["dino"], 0], image=image, prompt=prompt, threshold=threshold, **options
     )
+    ids["image"] = image  # the socket of the (batched) frames
     return g, ids
 
 
@@ -682,3 +684,149 @@ def sam3_masks_case(server_checkpoints, mm_case):
 def test_other_boxes_with_sam3_masks_in_the_seed_nodes(server, sam3_masks_case):
     """sam3.pt in the SAM loader with another detector: SAM 3 segments that detector's boxes, as the library does."""
     assert_mm_boxes_segmented(server, sam3_masks_case, SAM3_FILE, "sam3_masks", "MM-Grounding-DINO + SAM 3 masks")
+
+
+# --- issue 22: soft edges -----------------------------------------------------------------------
+
+REFINE = "RefineMask (segment anything)"
+
+
+def add_refine(g: Graph, image: list, mask: list, method: str, **settings) -> str:
+    """RefineMask with the library's defaults for what ``settings`` leaves out."""
+    from grounded_sam.matting import RefineSettings
+
+    defaults = RefineSettings()
+    inputs = {name: settings.get(name, getattr(defaults, name)) for name in ("detail_erode", "detail_dilate", "black_point", "white_point", "max_megapixels")}
+    return g.add(REFINE, image=image, mask=mask, method=method, **inputs)
+
+
+def as_saved(values: np.ndarray) -> np.ndarray:
+    """What SaveImage writes of 0..1 floats: 255x, clipped, truncated to 8 bits."""
+    return np.clip(255.0 * values, 0, 255).astype(np.uint8)
+
+
+def assert_refined_like_the_library(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal up to one 8-bit level where float noise between two processes tips a truncation."""
+    difference = np.abs(got.astype(int) - want.astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3, (difference.max(), (difference > 0).mean())
+
+
+def put_scene(server: ComfyServer, g: Graph, s, name: str) -> tuple[list, list]:
+    """A scene's picture and coarse mask as PNGs in the server's input folder; their LoadImage / LoadImageMask sockets."""
+    Image.fromarray(s.image).save(server.input_dir / f"{name}.png")
+    Image.fromarray(s.mask.astype(np.uint8) * 255).save(server.input_dir / f"{name}_mask.png")
+    return [g.add("LoadImage", image=f"{name}.png"), 0], [g.add("LoadImageMask", image=f"{name}_mask.png", channel="red"), 0]
+
+
+def test_refine_mask_equals_the_library(server, main_case, matting_scenes, input_pngs):
+    """RefineMask (closed form, refined at 0.1 MP and brought back up) on a scene with a SAM-like mask -> the alpha, the
+    foreground colours and core JoinImageWithAlpha's RGBA cut-out: the library's. And wired after the segment node
+    (guided filter: random weights make speckled masks), the library's refinement of the server's own mask."""
+    from grounded_sam.matting import RefineSettings, refine_alpha
+
+    s = matting_scenes[0]
+    g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"])
+    ids = save_outputs(g, ids, "refine", image=False)
+    image, mask = put_scene(server, g, s, "scene0")
+    refine = add_refine(g, image, mask, "closed_form", max_megapixels=0.1)
+    alpha_node = g.add("SaveImage", images=[g.add("MaskToImage", mask=[refine, 0]), 0], filename_prefix="refine_alpha")
+    colour_node = g.add("SaveImage", images=[refine, 1], filename_prefix="refine_foreground")
+    cutout = g.add("JoinImageWithAlpha", image=[refine, 1], alpha=[g.add("InvertMask", mask=[refine, 0]), 0])  # core alpha is 1 - mask
+    cutout_node = g.add("SaveImage", images=[cutout, 0], filename_prefix="refine_cutout")
+    chained = add_refine(g, ids["image"], [ids["segment"], 1], "guided_filter")
+    chained_node = g.add("SaveImage", images=[g.add("MaskToImage", mask=[chained, 0]), 0], filename_prefix="refine_chained")
+    run = server.run(g.nodes)
+    assert_success(run)
+    matte = refine_alpha(s.image, s.mask, RefineSettings("closed_form", max_megapixels=0.1))
+    soft = ((matte.alpha > 0.05) & (matte.alpha < 0.95)).sum()
+    assert soft > 1000, "the refined edge must hold soft alpha, or equality proves little"
+    [alpha_png], [colour_png], [cutout_png] = (saved_pngs(server, run, node) for node in (alpha_node, colour_node, cutout_node))
+    assert_refined_like_the_library(alpha_png[..., 0], as_saved(matte.alpha))
+    assert_refined_like_the_library(colour_png, as_saved(matte.foreground))
+    assert cutout_png.shape[2] == 4
+    assert_refined_like_the_library(cutout_png[..., 3], as_saved(matte.alpha))  # RGBA: the alpha the right way round
+    frame = to_uint8_frames(comfy_image(input_pngs["bus"]))[0].numpy()
+    chained_want = refine_alpha(frame, saved_masks(server, run, ids["save_mask"])[0].numpy(), RefineSettings("guided_filter")).alpha
+    [chained_png] = saved_pngs(server, run, chained_node)
+    assert ((chained_want > 0.05) & (chained_want < 0.95)).any()
+    assert_refined_like_the_library(chained_png[..., 0], as_saved(chained_want))
+    measure(server.version, "refine mask", soft_pixels=int(soft), seconds=round(run.seconds, 1))
+
+
+@pytest.fixture(scope="session")
+def matting_scenes(input_pngs):
+    """Two procedural scenes with known alpha over the shared photos (tests/matting_scenes.py), with SAM-like coarse masks."""
+    from matting_scenes import scene
+
+    return [scene(np.asarray(Image.open(input_pngs[name])), seed) for seed, name in enumerate(("picture1", "picture2"))]
+
+
+def test_refine_a_batch_with_vitmatte_frame_by_frame(server, matting_scenes, server_checkpoints):
+    """Two frames with a mask each (batched with core nodes) through ViTMatte (small) from models/vitmatte: each frame's
+    alpha and colours are the library's, in order, and the bar counts the frames."""
+    from grounded_sam.matting import RefineSettings, load_vitmatte, refine_alpha
+
+    g = Graph()
+    images, masks = [], []
+    for k, s in enumerate(matting_scenes):
+        image, mask = put_scene(server, g, s, f"scene{k}")
+        images.append(image)
+        masks.append([g.add("MaskToImage", mask=mask), 0])
+    frames = [g.add("ImageBatch", image1=images[0], image2=images[1]), 0]
+    mask = [g.add("ImageToMask", image=[g.add("ImageBatch", image1=masks[0], image2=masks[1]), 0], channel="red"), 0]
+    refine = add_refine(g, frames, mask, "vitmatte (small)")
+    alpha_node = g.add("SaveImage", images=[g.add("MaskToImage", mask=[refine, 0]), 0], filename_prefix="refine_batch_alpha")
+    colour_node = g.add("SaveImage", images=[refine, 1], filename_prefix="refine_batch_foreground")
+    run = server.run(g.nodes)
+    assert_success(run)
+    model = load_vitmatte(server_checkpoints["vitmatte"], "cpu")
+    alphas, colours = saved_pngs(server, run, alpha_node), saved_pngs(server, run, colour_node)
+    assert len(alphas) == len(colours) == 2
+    for got, colour, s in zip(alphas, colours, matting_scenes, strict=True):
+        want = refine_alpha(s.image, s.mask, RefineSettings("vitmatte"), model)
+        assert ((want.alpha > 0.05) & (want.alpha < 0.95)).sum() > 1000, "random weights must still give soft alpha"
+        assert_refined_like_the_library(got[..., 0], as_saved(want.alpha))
+        assert_refined_like_the_library(colour, as_saved(want.foreground))
+    assert not np.array_equal(alphas[0], alphas[1])  # two scenes: the order shows
+    values = [v for v, _ in run.progress(refine)]
+    assert values and values == sorted(values) and max(values) <= 2
+    if not throttles_progress(server):
+        assert values == [1, 2]
+
+
+def test_refine_stops_mid_frame_and_refuses_a_mask_of_another_size(server, input_pngs):
+    """A stop lands inside a frame's solve (three 1280x960 frames of closed-form matting, stopped a second into the
+    first); a mask of another image's size is a clear error; the next run works."""
+    from matting_scenes import scene
+
+    g = Graph()
+    image, mask = put_scene(server, g, scene(np.asarray(Image.open(input_pngs["picture4"])), 7, size=(960, 1280)), "big_scene")
+    refine = add_refine(g, [g.add("RepeatImageBatch", image=image, amount=3), 0], mask, "closed_form", max_megapixels=2.0)
+    g.add("SaveImage", images=[g.add("MaskToImage", mask=[refine, 0]), 0], filename_prefix="refine_stopped")
+    sent = {}
+
+    def click_a_second_into_the_refine(run: Run, message: dict) -> None:  # no message comes mid-frame: a timer clicks
+        if message["type"] == "executing" and message["data"].get("node") == refine and not sent:
+            def click() -> None:
+                sent["t"] = time.monotonic() - run.started
+                server.interrupt()
+
+            sent["timer"] = threading.Timer(1.0, click)
+            sent["timer"].start()
+
+    run = server.run(g.nodes, on_message=click_a_second_into_the_refine)
+    assert "t" in sent, "the refine ended before the click"
+    assert run.status == "interrupted"
+    assert not run.progress(refine), f"it finished a frame before stopping: {run.progress(refine)}"
+    latency = run.of_type("execution_interrupted")[0]["t"] - sent["t"]
+    measure(server.version, "refine interrupted mid-frame", latency_s=round(latency, 2))
+    g = Graph()
+    bus, wrong = g.add("LoadImage", image="bus.png"), g.add("SolidMask", value=1.0, width=640, height=480)
+    g.add("SaveImage", images=[g.add("MaskToImage", mask=[add_refine(g, [bus, 0], [wrong, 0], "guided_filter"), 0]), 0], filename_prefix="x")
+    bad = server.run(g.nodes)
+    assert bad.status == "error"
+    assert "the mask is 640x480 but the image is 810x1080" in bad.error["exception_message"]
+    g = Graph()
+    image, mask = [g.add("LoadImage", image="big_scene.png"), 0], [g.add("LoadImageMask", image="big_scene_mask.png", channel="red"), 0]
+    g.add("SaveImage", images=[g.add("MaskToImage", mask=[add_refine(g, image, mask, "guided_filter"), 0]), 0], filename_prefix="after_refine")
+    assert_success(server.run(g.nodes))
