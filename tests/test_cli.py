@@ -14,7 +14,7 @@ from scenes import PROMPT, top_score
 
 import grounded_sam
 from grounded_sam import Detections, DetectionSettings, GroundedSam
-from grounded_sam.cli import build_parser, main
+from grounded_sam.cli import REFINE_CHOICES, build_parser, main
 from grounded_sam.images import load_image_file
 from grounded_sam.inputs import output_stems
 from grounded_sam.outputs import SegmentReport
@@ -170,7 +170,7 @@ def test_output_names_never_collide(tmp_path):
 
 def test_refined_masks_and_cutout(tmp_path, detector, segmenter, dino_checkpoint, sam_checkpoint, bus):
     """--refine writes the masks as soft 8-bit alpha, --cutout an RGBA picture with the objects' own colours: the library's."""
-    from grounded_sam.matting import RefineSettings, refine_alpha
+    from grounded_sam.matting import MATTING_METHODS, RefineSettings, refine_alpha
 
     frame = bus[:480, :640].contiguous()
     image_path = tmp_path / "crop.png"
@@ -184,6 +184,7 @@ def test_refined_masks_and_cutout(tmp_path, detector, segmenter, dino_checkpoint
     parsed = build_parser().parse_args(["segment", "x.png", "--prompt", "a", "--dino", "d", "--sam", "s", "--out", "o", "--refine", "closed_form"])
     assert RefineSettings(parsed.refine, parsed.detail_erode, parsed.detail_dilate, parsed.black_point, parsed.white_point,
                           parsed.max_megapixels) == RefineSettings()  # fmt: skip  # the command's defaults are the library's
+    assert sorted(REFINE_CHOICES) == sorted(MATTING_METHODS)  # the command's list, kept apart for a fast --help, is the library's
 
     def as_png(alpha: np.ndarray) -> np.ndarray:
         return np.clip(np.round(alpha * 255.0), 0, 255).astype(np.uint8)

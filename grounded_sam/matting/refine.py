@@ -22,7 +22,6 @@ from .vitmatte import VitMatte
 # "none": the mask as it is (levels still apply); "guided_filter": weight-free, fast; "closed_form":
 # PyMatting's closed-form matting, weight-free, slower; "vitmatte": a learned model (needs its weights).
 MATTING_METHODS = ("guided_filter", "closed_form", "vitmatte", "none")
-NEEDS_BAND = ("closed_form", "vitmatte", "guided_filter")  # methods that solve the trimap's band, and so need one
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class RefineSettings:
             raise InputError(f"method must be one of {', '.join(MATTING_METHODS)}, got {self.method!r}")
         if self.detail_erode < 0 or self.detail_dilate < 0:
             raise InputError(f"detail_erode and detail_dilate must be >= 0, got {self.detail_erode} and {self.detail_dilate}")
-        if self.method in NEEDS_BAND and self.detail_erode == 0 and self.detail_dilate == 0:
+        if self.method != "none" and self.detail_erode == 0 and self.detail_dilate == 0:  # every other method solves the band
             raise InputError(f"{self.method} refines the band between detail_erode and detail_dilate: with both 0 there is none "
                              "to refine (set one above 0, or use method 'none')")  # fmt: skip
         if not 0.0 <= self.black_point < self.white_point <= 1.0:
