@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -26,7 +27,7 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bf
 
 
 class GroundedSam:
-    """A detector and a segmenter used together.
+    """A detector and a segmenter used together (or a detector alone, for boxes: ``detect``).
 
     ``precision`` "bf16"/"fp16" runs both models under autocast: faster on GPUs, masks slightly
     different from fp32 (the benchmark reports by how much). "fp32" is exact. "auto" (the
@@ -34,12 +35,12 @@ class GroundedSam:
     where the models are (see ``devices.choose_precision``).
     """
 
-    def __init__(self, detector: Detector, segmenter: Segmenter, precision: str = "auto") -> None:
+    def __init__(self, detector: Detector, segmenter: Segmenter | None, precision: str = "auto") -> None:
         if precision not in PRECISION_CHOICES:  # rejected now, not mid-run
             raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
         if not isinstance(detector, Detector):
             raise InputError(f"the detector is a {type(detector).__name__}: load one with load_grounding_dino")
-        if not isinstance(segmenter, Segmenter):
+        if segmenter is not None and not isinstance(segmenter, Segmenter):
             raise InputError(f"the segmenter is a {type(segmenter).__name__}: load one with load_sam")
         self.detector = detector
         self.segmenter = segmenter
@@ -49,7 +50,8 @@ class GroundedSam:
         """Move both models, e.g. ``"cuda"``, ``"mps"``, ``"cpu"`` or ``"auto"`` (CUDA, then MPS, then the CPU)."""
         target = resolve_device(device)
         self.detector.to(target)
-        self.segmenter.to(target)
+        if self.segmenter is not None:
+            self.segmenter.to(target)
         return self
 
     def one_pass(self) -> bool:
@@ -79,6 +81,34 @@ class GroundedSam:
         ``exclude`` ("bag . shadow") names things to leave out: found in the same pass, then cut
         out of every kept mask (see ``exclusion``).
         """
+        if self.segmenter is None and not self.one_pass():
+            raise InputError("this pipeline has no segmenter: give it a SAM model (load_sam) for masks, or call detect() for boxes")
+        return self._each_frame(image, prompt, settings, hooks, exclude, self.detect_and_segment)
+
+    def detect(
+        self,
+        image: torch.Tensor | np.ndarray,
+        prompt: str,
+        settings: DetectionSettings | None = None,
+        hooks: RunHooks | None = None,
+        exclude: str | None = None,
+    ) -> Detections:
+        """The boxes ``prompt`` names in each frame, without masks: detection alone (a box detector).
+
+        Objects are the ones ``segment`` would give, with the same boxes, scores and labels; an
+        object that is an excluded one's box over again is left out, and nothing is cut.
+        """
+        return self._each_frame(image, prompt, settings, hooks, exclude, self.find_boxes)
+
+    def _each_frame(
+        self,
+        image: torch.Tensor | np.ndarray,
+        prompt: str,
+        settings: DetectionSettings | None,
+        hooks: RunHooks | None,
+        exclude: str | None,
+        one_frame: Callable[[torch.Tensor, Prompt, DetectionSettings, FrameSteps], Detections],
+    ) -> Detections:
         settings = settings or DetectionSettings()
         hooks = hooks or RunHooks()
         wanted = Prompt.parse(prompt, exclude)  # a bad prompt fails before any model runs
@@ -89,10 +119,19 @@ class GroundedSam:
         for index in range(total):
             steps = FrameSteps(hooks, index, total)
             steps.check()
-            found = self.detect_and_segment(frames[index], wanted, settings, steps)
+            found = one_frame(frames[index], wanted, settings, steps)
             parts.append(replace(found, frame_index=torch.full((len(found),), index, dtype=torch.int64)))
             steps.finish()
         return Detections.concat(parts, total, size)
+
+    def find_boxes(self, frame: torch.Tensor, prompt: str | Prompt, settings: DetectionSettings, steps: FrameSteps | None = None) -> Detections:
+        """One uint8 ``[H, W, 3]`` frame's objects of the kept phrases, boxes clipped to the frame, no masks."""
+        steps = steps or FrameSteps(RunHooks(), 0, 1)
+        prompt = Prompt.parse(prompt)
+        with self._autocast(), steps.detection(self.detector.model, whole_frame=True):
+            found = self.detector.detect(frame, prompt, settings)
+        kept, _ = split_excluded(found, prompt)
+        return replace(kept, masks=None).clipped_to_image()
 
     def detect_and_segment(
         self,

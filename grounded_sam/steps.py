@@ -125,9 +125,10 @@ class FrameSteps:
         self._start += share
         self._report(self._start)
 
-    def detection(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    def detection(self, model: torch.nn.Module, whole_frame: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Detection's share of the frame; all of it when nothing is segmented after (``whole_frame``)."""
         self._say("detecting")
-        return self._stage(model, DETECTION_SHARE)
+        return self._stage(model, 1.0 if whole_frame else DETECTION_SHARE)
 
     def plan_segmentation(self, boxes: int) -> None:
         """Split the rest of the frame between the encoder and decoding ``boxes`` boxes by their cost."""

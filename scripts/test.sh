@@ -51,6 +51,7 @@ if [ "$QUICK" = 1 ]; then
 else
     timed "comfyui-0.3.75" bash scripts/install-comfyui.sh 0.3.75
     timed "comfyui-0.33.0" bash scripts/install-comfyui.sh 0.33.0
+    timed "impact-pack" bash scripts/install-impact.sh 0.3.75 0.33.0
 fi
 "$PY" -m ruff check .
 export GROUNDED_SAM_INSTALL_TIMES="${INSTALLS[*]}"  # printed with the tests' split at the end

@@ -146,6 +146,12 @@ def test_both_sockets_one_pass(release, sam3, bus):
     assert not (kept.masks & removed).any()
     uncut = both.select(both.phrase_index == 0).clipped_to_image()
     assert torch.equal(kept.masks, uncut.masks & ~removed) and (uncut.masks & removed).any()  # the cut took pixels
+    # Impact Pack's mask detector from SAM 3 in the Grounding DINO socket alone: SAM 3's own masks, in one pass
+    from grounded_sam.comfy.impact_nodes import GroundingDinoDetectorProvider
+    from grounded_sam.comfy.segs import combined_mask
+
+    _, segm = GroundingDinoDetectorProvider().main(detector, "bus . person", 0.25, max_detections=8)
+    assert torch.equal(segm.detect_combined(bus.float()[None] / 255, 0.0, 0), combined_mask(found))
 
 
 def test_sam3_boxes_segmented_by_sam(release, sam3, bus, sam_checkpoint):

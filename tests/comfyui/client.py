@@ -64,12 +64,12 @@ def free_port() -> int:
 class ComfyServer:
     """``main.py --cpu`` of one installed ComfyUI, its log in a file, stopped by its own PID."""
 
-    def __init__(self, version: str, home: Path, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, version: str, home: Path, workdir: Path, extra_args: tuple[str, ...] = (), python: Path | None = None) -> None:
         self.version = version
         self.extra_args = extra_args
         self.home = home
         self.tree = home / "ComfyUI"
-        self.python = home / "venv" / "bin" / "python"
+        self.python = python or home / "venv" / "bin" / "python"
         self.input_dir = workdir / "input"
         self.output_dir = workdir / "output"
         self.log_path = workdir / "server.log"

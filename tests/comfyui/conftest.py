@@ -206,18 +206,47 @@ def installed_tree(version: str, server_checkpoints: dict[str, Path]) -> Path:
     return home
 
 
-@pytest.fixture(scope="session", params=VERSIONS)
-def server(request, tmp_path_factory, server_checkpoints, input_pngs):
-    version = request.param
-    home = installed_tree(version, server_checkpoints)
-    comfy = ComfyServer(version, home, tmp_path_factory.mktemp(f"comfyui-{version}"))
+def running(comfy: ComfyServer, input_pngs: dict[str, Path], case: str):
+    """``comfy`` started with the photos in its input folder, stopped when the session is done."""
     for png in input_pngs.values():
         shutil.copy(png, comfy.input_dir / png.name)
     started = time.monotonic()
     comfy.start()
-    measure(version, "server start", seconds=round(time.monotonic() - started, 1))
+    measure(comfy.version, case, seconds=round(time.monotonic() - started, 1))
     yield comfy
     comfy.stop()
+
+
+@pytest.fixture(scope="session", params=VERSIONS)
+def server(request, tmp_path_factory, server_checkpoints, input_pngs):
+    version = request.param
+    home = installed_tree(version, server_checkpoints)
+    yield from running(ComfyServer(version, home, tmp_path_factory.mktemp(f"comfyui-{version}")), input_pngs, "server start")
+
+
+@pytest.fixture(scope="session", params=VERSIONS)
+def impact_server(request, tmp_path_factory, server_checkpoints, input_pngs):
+    """The same ComfyUI with Impact Pack beside this pack (scripts/install-impact.sh), in its own process.
+
+    Impact's Python needs (OpenCV, ultralytics, ...) live in a virtualenv layered on ComfyUI's, so the
+    other cases keep running where this pack's results cannot depend on them.
+    """
+    version = request.param
+    home = installed_tree(version, server_checkpoints)
+    layer = home / "impact"
+    if not (layer / ".installed").is_file():
+        message = f"Impact Pack is not installed beside ComfyUI {version}: run `bash scripts/install-impact.sh {version}`"
+        if os.environ.get("GROUNDED_SAM_REQUIRE_COMFYUI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    probe = layer / "custom_nodes" / "grounded_sam_test_probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    shutil.copytree(HERE / "impact_probe", probe, ignore=shutil.ignore_patterns("__pycache__"))
+    workdir = tmp_path_factory.mktemp(f"comfyui-impact-{version}")
+    paths = workdir / "extra_model_paths.yaml"
+    paths.write_text(f"impact_pack:\n  custom_nodes: {layer / 'custom_nodes'}\n")
+    comfy = ComfyServer(version, home, workdir, ("--extra-model-paths-config", str(paths)), python=layer / "venv" / "bin" / "python")
+    yield from running(comfy, input_pngs, "impact server start")
 
 
 # --- the report ---------------------------------------------------------------------------
