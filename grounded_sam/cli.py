@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--black-point", type=float, default=0.01, help="alpha at or below this becomes 0")
     seg.add_argument("--white-point", type=float, default=0.99, help="alpha at or above this becomes 1")
     seg.add_argument("--max-megapixels", type=float, default=1.0, help="refine larger images at this size, then bring the alpha back up")
+    seg.add_argument("--points", default="", help='clicks on an object, pixels "x,y;x,y": each refines the object whose box holds it; '
+                     "clicks in no box make one more object (label \"clicked\")")
+    seg.add_argument("--negative-points", default="", help='clicks off an object, "x,y;x,y", in the same way')
     seg.add_argument("--cutout", action="store_true",
                      help="also write <name>_cutout.png: RGBA, the objects' own colours (no fringe of the old background)")
     label = sub.add_parser(
@@ -220,6 +223,9 @@ def run_segment(args: argparse.Namespace) -> int:
     # checks that need no model: each raises a clear error before anything loads
     settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
     Prompt.parse(args.prompt, args.exclude)
+    from .clicks import Clicks, points_from_text
+
+    clicks = Clicks.of(points_from_text(args.points, "--points"), points_from_text(args.negative_points, "--negative-points"))
     refine = None
     if args.refine is not None:
         from .matting import RefineSettings
@@ -256,7 +262,7 @@ def run_segment(args: argparse.Namespace) -> int:
             try:
                 hooks = bar.image(position, str(image.output_stem))
                 frame = load_image_file(image.path)
-                found = pipeline.segment(frame, args.prompt, settings, hooks, args.exclude)
+                found = pipeline.segment(frame, args.prompt, settings, hooks, args.exclude, clicks if len(clicks) else None)
                 entry = report.add_result(image.path, image.output_stem, found, frame[0])
                 bar.write(f"{image.path}: {len(entry['objects'])} object(s) -> {args.out / entry['mask_file']}")
             except Exception as err:  # noqa: BLE001 - this image only: the others go on, the report keeps it

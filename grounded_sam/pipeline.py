@@ -9,6 +9,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .click_prompts import with_clicks
+from .clicks import Clicks
 from .devices import PRECISION_CHOICES, accelerators, choose_precision, resolve_device
 from .errors import InputError
 from .exclusion import can_cut, cut_out, split_excluded
@@ -75,15 +77,23 @@ class GroundedSam:
         settings: DetectionSettings | None = None,
         hooks: RunHooks | None = None,
         exclude: str | None = None,
+        clicks: Clicks | None = None,
     ) -> Detections:
         """Objects named by ``prompt`` in each frame of ``image`` (``[B, H, W, C]`` or ``[H, W, C]``).
 
         ``exclude`` ("bag . shadow") names things to leave out: found in the same pass, then cut
-        out of every kept mask (see ``exclusion``).
+        out of every kept mask (see ``exclusion``). ``clicks`` (the same on every frame) fix what
+        was found: see ``click_prompts``.
         """
         if self.segmenter is None and not self.one_pass():
             raise InputError("this pipeline has no segmenter: give it a SAM model (load_sam) for masks, or call detect() for boxes")
-        return self._each_frame(image, prompt, settings, hooks, exclude, self.detect_and_segment)
+
+        def one_frame(frame: torch.Tensor, wanted: Prompt, settings: DetectionSettings, steps: FrameSteps) -> Detections:
+            return self.detect_and_segment(frame, wanted, settings, steps, clicks=clicks)
+
+        if clicks is not None and len(clicks):
+            clicks.check_inside(tuple(to_uint8_frames(image).shape[1:3]))  # a bad click fails before any model runs
+        return self._each_frame(image, prompt, settings, hooks, exclude, one_frame)
 
     def detect(
         self,
@@ -140,21 +150,25 @@ class GroundedSam:
         settings: DetectionSettings,
         steps: FrameSteps | None = None,
         exclude: str | None = None,
+        clicks: Clicks | None = None,
     ) -> Detections:
         """One uint8 ``[H, W, 3]`` frame; ``steps`` (from ``segment``) reports progress and stops mid-frame.
 
-        Only masks that can change the result are made: none when nothing is kept, and an excluded
-        object's only when its box holds a pixel of a kept mask (``exclusion.can_cut``).
+        Only masks that can change the result are made: none when nothing is kept (and nothing
+        clicked), and an excluded object's only when its box holds a pixel of a kept mask (``exclusion.can_cut``).
         """
         steps = steps or FrameSteps(RunHooks(), 0, 1)
         prompt = Prompt.parse(prompt, exclude)
+        clicked = clicks is not None and len(clicks) > 0
         with self._autocast():
             with steps.detection(self.detector.model):
                 found = self.detector.detect(frame, prompt, settings)
             kept, excluded = split_excluded(found, prompt)
-            if len(kept) == 0:
+            if len(kept) == 0 and not clicked:
                 return kept.with_masks(torch.zeros((0, *kept.image_size), dtype=torch.bool))
             if self.one_pass():  # SAM 3 in both sockets: its detections carry its masks
+                if clicked:  # its tracker head segments the clicked objects again
+                    kept = with_clicks(self.segmenter, self.segmenter.embed(frame), kept, clicks)
                 return cut_out(kept.clipped_to_image(), excluded.clipped_to_image())
             steps.plan_segmentation(len(kept) + len(excluded))
             with steps.encoder(self.segmenter.encoder_module()):
@@ -163,7 +177,10 @@ class GroundedSam:
             # comparable with it); what we report is clipped to the frame.
             planned = len(kept) + len(excluded)
             masks = self.segmenter.masks_for_boxes(embedding, kept.boxes, on_chunk=lambda done, _: steps.chunk_decoded(done, planned))
-            kept = kept.with_masks(masks).clipped_to_image()
+            kept = kept.with_masks(masks)
+            if clicked:
+                kept = with_clicks(self.segmenter, embedding, kept, clicks)
+            kept = kept.clipped_to_image()
             cutting = excluded.select(can_cut(excluded.boxes, masks.any(dim=0)))  # box regions are cut to the frame
             if len(cutting) == 0:
                 return kept

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .clicks import Clicks
 from .prompts import Prompt
 from .records import Detections
 from .settings import DetectionSettings
@@ -54,4 +55,10 @@ class Segmenter(Stage, Protocol):
         self, embedding: Any, boxes: torch.Tensor, on_chunk: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
         """bool ``[N, H, W]`` masks for pixel xyxy ``boxes`` ``[N, 4]``."""
+        ...
+
+    def masks_for_clicks(
+        self, embedding: Any, clicks: list[Clicks], boxes: torch.Tensor | None = None, on_chunk: Callable[[int, int], None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """bool ``[N, H, W]`` masks and predicted IoU ``[N]`` for objects given by clicks (and boxes)."""
         ...

@@ -25,6 +25,7 @@ from . import adapter
 from .impact_nodes import NODE_CLASS_MAPPINGS as IMPACT_NODES
 from .loaded import shared_model
 from .objects import BOUNDING_BOX, DETECTIONS, SegmentedObjects, as_segmenter, segmented
+from .points_node import POINTS_TOOLTIP, PointsSegment, clicks_from_sockets
 from .refine_node import RefineMask
 
 CATEGORY = "segment_anything"
@@ -99,6 +100,9 @@ class GroundingDinoSAMSegment:
                 ),
                 "exclude": ("STRING", {"default": "", "tooltip": 'things to leave out, e.g. "bag . shadow": found in the same pass '
                                        "and cut out of every mask; an object that is an excluded one's box again is dropped"}),
+                "positive_coords": ("STRING", {"default": "", "tooltip": "clicks that fix the objects found: each refines the object whose box "
+                                               "holds it; clicks in no box make one more object. " + POINTS_TOOLTIP}),
+                "negative_coords": ("STRING", {"default": "", "tooltip": "clicks off an object, in the same way. " + POINTS_TOOLTIP}),
             },
         }
 
@@ -116,7 +120,7 @@ class GroundingDinoSAMSegment:
 
     def main(
         self, grounding_dino_model, sam_model, image, prompt, threshold, text_threshold=0.25, max_detections=0, precision="fp32",
-        exclude="",
+        exclude="", positive_coords="", negative_coords="",
     ):  # fmt: skip
         if not isinstance(grounding_dino_model, (GroundingDinoDetector, Sam3Detector)):
             raise InputError("grounding_dino_model must come from a 'GroundingDinoModelLoader (segment anything)' node")
@@ -125,11 +129,12 @@ class GroundingDinoSAMSegment:
             box_threshold=threshold, text_threshold=text_threshold, max_detections=max_detections or None
         )
         frames = to_uint8_frames(image)
+        clicks = clicks_from_sockets(positive_coords, negative_coords).check_inside(tuple(frames.shape[1:3]))
         pipeline = GroundedSam(grounding_dino_model, segmenter, precision)
         adapter.load_for_inference(*([grounding_dino_model] if pipeline.one_pass() else [grounding_dino_model, segmenter]))
         hooks = RunHooks(on_progress=adapter.progress_reporter(frames.shape[0] * STEPS_PER_FRAME), check_cancel=adapter.cancel_check())
         with adapter.library_numerics():
-            found = pipeline.segment(frames, prompt, settings, hooks, exclude)
+            found = pipeline.segment(frames, prompt, settings, hooks, exclude, clicks if len(clicks) else None)
         merged = found.merged_masks()
         rgb = to_comfy_image(frames) * merged.unsqueeze(-1)
         objects = SegmentedObjects.of(found)
@@ -244,6 +249,7 @@ NODE_CLASS_MAPPINGS = {
     "PreviewDetections (segment anything)": PreviewDetections,
     "PickObjects (segment anything)": PickObjects,
     "RefineMask (segment anything)": RefineMask,
+    "PointsSegment (segment anything)": PointsSegment,
     **IMPACT_NODES,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -252,5 +258,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PreviewDetections (segment anything)": "PreviewDetections (segment anything)",
     "PickObjects (segment anything)": "PickObjects (segment anything)",
     "RefineMask (segment anything)": "RefineMask (segment anything)",
+    "PointsSegment (segment anything)": "PointsSegment (segment anything)",
     **{name: name for name in IMPACT_NODES},
 }

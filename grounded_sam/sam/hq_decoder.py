@@ -16,13 +16,25 @@ def hq_low_res_masks(
     model: SamHQModel,
     image_embeddings: torch.Tensor,
     intermediate: tuple[torch.Tensor, ...],
-    boxes: torch.Tensor,
+    boxes: torch.Tensor | None,
     hq_token_only: bool,
-) -> torch.Tensor:
-    """``[n, 256, 256]`` mask logits for ``boxes`` ``[n, 4]`` (encoder-frame pixels) on one image."""
+    points: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    multimask: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[n, 256, 256]`` mask logits and the predicted IoU ``[n]`` for ``n`` prompts on one image: ``boxes``
+    ``[n, 4]`` and/or ``points`` ``[n, P, 2]`` with ``labels`` ``[n, P]`` (encoder-frame pixels).
+
+    ``multimask``: the best of SAM's three masks by predicted IoU, plus HQ's, as HQ-SAM's
+    ``multimask_output=True`` (for a single click); otherwise SAM's single mask plus HQ's."""
     dec = model.mask_decoder
     act = dec.activation
-    sparse, dense = model.prompt_encoder(input_points=None, input_labels=None, input_boxes=boxes[None], input_masks=None)
+    sparse, dense = model.prompt_encoder(
+        input_points=None if points is None else points[None],
+        input_labels=None if labels is None else labels[None],
+        input_boxes=None if boxes is None else boxes[None],
+        input_masks=None,
+    )
     n = sparse.shape[1]
     _, channels, height, width = image_embeddings.shape
 
@@ -42,6 +54,12 @@ def hq_low_res_masks(
         target_embedding=None,
     )[:2]
     mask_tokens = queries[0, :, 1 : 1 + dec.num_mask_tokens, :]  # [n, tokens, C]
+    iou = dec.iou_prediction_head(queries[0, :, 0, :])  # [n, SAM's 4 mask tokens]
+    if multimask:
+        iou, best = iou[:, 1:].max(dim=1)
+        sam_tokens = mask_tokens[torch.arange(n), 1 + best]
+    else:
+        iou, sam_tokens = iou[:, 0], mask_tokens[:, 0]
     src = keys.transpose(2, 3).reshape(n, channels, height, width)
 
     upscaled = act(dec.upscale_conv2(act(dec.upscale_layer_norm(dec.upscale_conv1(src)))))
@@ -49,8 +67,12 @@ def hq_low_res_masks(
 
     hq_logits = _apply(dec.hq_mask_mlp(mask_tokens[:, -1]), upscaled_hq)
     if hq_token_only:
-        return hq_logits
-    return _apply(dec.output_hypernetworks_mlps[0](mask_tokens[:, 0]), upscaled) + hq_logits
+        return hq_logits, iou
+    if multimask:  # each prompt's own hypernetwork: its best mask token's
+        hyper = torch.stack([dec.output_hypernetworks_mlps[int(k)](sam_tokens[i]) for i, k in enumerate(1 + best)])
+    else:
+        hyper = dec.output_hypernetworks_mlps[0](sam_tokens)
+    return _apply(hyper, upscaled) + hq_logits, iou
 
 
 def _apply(hyper: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

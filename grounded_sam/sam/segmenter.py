@@ -12,6 +12,8 @@ from PIL import Image
 from transformers import SamHQModel, SamModel
 
 from ..caching import LruCache, result_key
+from ..clicks import Clicks
+from ..errors import InputError
 from ..placement import ModelPlacement
 from .box_decoder import decode_boxes
 from .hq_decoder import hq_low_res_masks
@@ -121,8 +123,69 @@ class SamSegmenter(ModelPlacement):
 
     def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
         if self.is_hq:
-            return hq_low_res_masks(self.model, embedding.embeddings, embedding.intermediate, boxes, self.hq_token_only)
+            return hq_low_res_masks(self.model, embedding.embeddings, embedding.intermediate, boxes, self.hq_token_only)[0]
         return decode_boxes(self.model, embedding.embeddings, boxes)  # [n, 256, 256] logits
+
+    @torch.inference_mode()
+    def masks_for_clicks(
+        self,
+        embedding: ImageEmbedding,
+        clicks: list[Clicks],
+        boxes: torch.Tensor | None = None,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """bool ``[N, H, W]`` masks and SAM's predicted IoU ``[N]`` for ``N`` objects, each given by its clicks
+        (``clicks[i]``, pixels of the original frame) and, with ``boxes`` (``[N, 4]``), its box.
+
+        An object of one click and no box takes the best of SAM's three masks by predicted IoU (one
+        click is ambiguous: a part or the whole), as Meta's ``predict(multimask_output=True)`` offers;
+        every other object takes SAM's single mask. Objects are decoded in groups of equal click counts,
+        each exactly as Meta's predictor decodes it alone (no padding clicks).
+        """
+        height, width = embedding.original_size
+        count = len(clicks)
+        if boxes is None and any(len(c) == 0 for c in clicks):
+            raise InputError("an object needs a click or a box: give at least one point")
+        masks = torch.zeros((count, height, width), dtype=torch.bool)
+        scores = torch.zeros(count)
+        new_h, new_w = embedding.input_size
+        to_input = torch.tensor([new_w / width, new_h / height])
+        sizes = torch.tensor([len(c) for c in clicks], dtype=torch.int64)
+        done = 0
+        for size in sizes.unique().tolist():
+            for rows in (sizes == size).nonzero().flatten().split(BOX_CHUNK):
+                points = labels = chunk_boxes = None
+                if size:
+                    points = (torch.stack([clicks[i].coords for i in rows]) * to_input).to(self.device, self.dtype)
+                    labels = torch.stack([clicks[i].labels() for i in rows]).to(self.device)
+                if boxes is not None:
+                    chunk_boxes = (boxes[rows].float() * to_input.repeat(2)).to(self.device, self.dtype)
+                low_res, iou = self._decode_prompted(embedding, points, labels, chunk_boxes, multimask=size == 1 and boxes is None)
+                masks[rows] = self._upscale(low_res, embedding).cpu()
+                scores[rows] = iou.float().cpu()
+                done += len(rows)
+                if on_chunk is not None:
+                    on_chunk(done, count)
+        return masks, scores
+
+    def _decode_prompted(
+        self, embedding: ImageEmbedding, points: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[n, h, w]`` low-resolution logits and predicted IoU ``[n]`` for ``n`` prompts (encoder-frame pixels)."""
+        if self.is_hq:
+            return hq_low_res_masks(
+                self.model, embedding.embeddings, embedding.intermediate, boxes, self.hq_token_only, points, labels, multimask
+            )
+        return best_mask(self._prompted_model_output(embedding, points, labels, boxes, multimask))
+
+    def _prompted_model_output(self, embedding, points, labels, boxes, multimask: bool):
+        return self.model(
+            image_embeddings=embedding.embeddings,
+            input_points=None if points is None else points[None],
+            input_labels=None if labels is None else labels[None],
+            input_boxes=None if boxes is None else boxes[None],
+            multimask_output=multimask,
+        )
 
     def _upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
         new_h, new_w = embedding.input_size
@@ -130,3 +193,11 @@ class SamSegmenter(ModelPlacement):
         x = F.interpolate(low_res.unsqueeze(1).float(), (size, size), mode="bilinear", align_corners=False)
         x = F.interpolate(x[..., :new_h, :new_w], embedding.original_size, mode="bilinear", align_corners=False)
         return x[:, 0] > 0.0
+
+
+def best_mask(output) -> tuple[torch.Tensor, torch.Tensor]:
+    """A SAM-family model output's best mask per prompt by predicted IoU: logits ``[n, h, w]`` and IoU ``[n]``."""
+    masks, scores = output.pred_masks[0], output.iou_scores[0]  # [n, k, h, w], [n, k]
+    best = scores.argmax(dim=1)
+    rows = torch.arange(masks.shape[0])
+    return masks[rows, best], scores[rows, best]

@@ -62,13 +62,8 @@ class Sam3Segmenter(Sam2Segmenter):
         size = (self.image_size, self.image_size)
         return ImageEmbedding(embeddings, high_res, size, (int(frame.shape[0]), int(frame.shape[1])))
 
-    def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
-        out = self.detector.box_head(
-            image_embeddings=[*embedding.intermediate, embedding.embeddings],
-            input_boxes=boxes.unsqueeze(0),
-            multimask_output=False,
-        )
-        return out.pred_masks[0, :, 0]  # [n, 288, 288] logits
+    def prompt_model(self) -> torch.nn.Module:
+        return self.detector.box_head  # SAM 3's tracker head: SAM 2's prompt encoder and mask decoder
 
     def _upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
         return super()._upscale(fill_small_holes(low_res), embedding)

@@ -166,7 +166,8 @@ def test_nodes_register_with_the_seed_sockets(server):
     for node in ("SAMModelLoader (segment anything)", "GroundingDinoModelLoader (segment anything)", "InvertMask (segment anything)", "IsMaskEmpty"):
         assert node in info
     assert segment["output"] == ["IMAGE", "MASK", "GROUNDED_SAM_DETECTIONS", "STRING", "BOUNDING_BOX"]
-    assert segment["input_order"]["optional"] == ["text_threshold", "max_detections", "precision", "exclude"]  # appended: old widget order holds
+    optional = ["text_threshold", "max_detections", "precision", "exclude", "positive_coords", "negative_coords"]
+    assert segment["input_order"]["optional"] == optional  # appended: old widget order holds
     assert info[PREVIEW]["output"] == ["IMAGE"] and info[PICK]["output"] == ["MASK", "MASK", "GROUNDED_SAM_DETECTIONS", "BOUNDING_BOX"]
     sam_choices = info["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     dino_choices = info["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
@@ -830,3 +831,58 @@ def test_refine_stops_mid_frame_and_refuses_a_mask_of_another_size(server, input
     image, mask = [g.add("LoadImage", image="big_scene.png"), 0], [g.add("LoadImageMask", image="big_scene_mask.png", channel="red"), 0]
     g.add("SaveImage", images=[g.add("MaskToImage", mask=[add_refine(g, image, mask, "guided_filter"), 0]), 0], filename_prefix="after_refine")
     assert_success(server.run(g.nodes))
+
+
+# --- point prompts ------------------------------------------------------------------------------
+
+POINTS = "PointsSegment (segment anything)"
+
+
+@pytest.fixture(scope="session")
+def clicks_case(library, server_checkpoints, main_case, input_pngs):
+    """Clicks on the bus photo: two on and one off an object for PointsSegment (SAM ViT-B and SAM 2.1 tiny), and one
+    in the main case's first box plus one in no box for the segment node; what the library makes of each."""
+    from grounded_sam import DetectionSettings, load_sam
+    from grounded_sam.click_prompts import segment_clicks
+    from grounded_sam.clicks import Clicks
+
+    image = comfy_image(main_case["png"])
+    positive, negative = [(330.0, 560.0), (420.0, 700.0)], [(700.0, 300.0)]
+    clicks = Clicks.of(positive, negative)
+    expected = {"sam": segment_clicks(library.pipeline.segmenter, image, clicks)}
+    expected["sam2"] = segment_clicks(load_sam(server_checkpoints["sam2"], "cpu"), image, clicks)
+    x0, y0, x1, y1 = main_case["expected"].boxes[0].tolist()
+    boxes = main_case["expected"].boxes
+    inside = ((x0 + x1) / 2, (y0 + y1) / 2)
+    loose = next(
+        (float(x), float(y)) for x in range(5, 800, 20) for y in range(5, 1000, 20)
+        if not ((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3])).any()
+    )  # fmt: skip
+    fix = Clicks.of([inside, loose])
+    settings = DetectionSettings(main_case["threshold"], 0.25)
+    expected["segment"] = library.pipeline.segment(image, PROMPT, settings, clicks=fix)
+    as_json = lambda points: json.dumps([{"x": x, "y": y} for x, y in points])  # noqa: E731
+    return {"positive": as_json(positive), "negative": as_json(negative), "fix": as_json([inside, loose]), "expected": expected}
+
+
+def test_clicks_in_points_segment_and_the_segment_node(server, main_case, clicks_case):
+    """PointsSegment with SAM ViT-B and SAM 2.1 tiny, and clicks that fix the segment node's objects, against the library."""
+    g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"], positive_coords=clicks_case["fix"], negative_coords="")
+    ids = save_outputs(g, ids, "clicks_fix", image=False, objects=True, json_out=True)
+    saved = {}
+    for name, sam in (("sam", SAM_FILE), ("sam2", SAM2_FILE)):
+        loader = g.add("SAMModelLoader (segment anything)", model_name=sam)
+        node = g.add(POINTS, sam_model=[loader, 0], image=ids["image"], positive_coords=clicks_case["positive"], negative_coords=clicks_case["negative"])
+        saved[name] = g.add("SaveImage", images=[g.add("MaskToImage", mask=[node, 0]), 0], filename_prefix=f"clicks_{name}")
+    run = server.run(g.nodes)
+    assert_success(run)
+    figures = {}
+    for name, node in saved.items():
+        want = clicks_case["expected"][name].merged_masks()
+        assert want.any() and not want.all(), "a degenerate mask proves nothing"
+        figures[f"{name}_iou"] = round(iou(saved_masks(server, run, node), want), 5)
+        assert figures[f"{name}_iou"] >= 0.999
+    fixed = clicks_case["expected"]["segment"]
+    assert fixed.labels[-1] == "clicked" and len(fixed) == len(main_case["expected"]) + 1
+    assert_same_objects(server, run, ids, fixed, "clicks fix the segment node's objects")
+    measure(server.version, "clicks", seconds=round(run.seconds, 1), **figures)
