@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "DetectionSettings": ".settings",
     "GroundingDinoDetector": ".dino.detector",
-    "load_grounding_dino": ".dino.load",
+    "load_grounding_dino": ".loaders",
     "CancelledError": ".errors",
     "GroundedSamError": ".errors",
     "InputError": ".errors",
@@ -22,7 +22,7 @@ _PUBLIC = {
     "ModelNotFoundError": ".errors",
     "GroundedSam": ".pipeline",
     "Detections": ".records",
-    "load_sam": ".sam.load",
+    "load_sam": ".loaders",
     "SamSegmenter": ".sam.segmenter",
     "RunHooks": ".steps",
     "resolve_device": ".devices",
@@ -52,13 +52,12 @@ __all__ = [
 if TYPE_CHECKING:
     from .devices import resolve_device
     from .dino.detector import GroundingDinoDetector
-    from .dino.load import load_grounding_dino
     from .errors import CancelledError, GroundedSamError, InputError, ModelFileError, ModelNotFoundError
     from .labeling.evaluation import evaluate
     from .labeling.runner import label_dataset
+    from .loaders import load_grounding_dino, load_sam
     from .pipeline import GroundedSam
     from .records import Detections
-    from .sam.load import load_sam
     from .sam.segmenter import SamSegmenter
     from .settings import DetectionSettings
     from .steps import RunHooks

@@ -189,8 +189,7 @@ def _refiner(settings, vitmatte_path: Path | None, device: str):  # noqa: ANN001
 
 def _load_models(dino_path: Path, sam_path: Path, device: str):
     """Both models, or one error naming every file that would not load."""
-    from .dino.load import load_grounding_dino
-    from .sam.load import load_sam
+    from .loaders import load_grounding_dino, load_sam
 
     loaded, problems = [], []
     for loader, path in ((load_grounding_dino, dino_path), (load_sam, sam_path)):

@@ -53,3 +53,36 @@ def test_built_without_initial_values_the_model_is_the_same_once_loaded(build):
         assert torch.equal(a, b), name
     if build is small_grounding_dino:
         assert computed, "Swin computes its index tables: the buffer check must have compared some"
+
+
+def test_one_recogniser_names_every_family(dino_checkpoint, sam_checkpoint, sam2_tiny, mm_folder, tmp_path):
+    """Both loaders ask ``recognise``; it tells each release file and folder's family from its tensors or its config."""
+    import json
+
+    from grounded_sam.recognise import GROUNDING_DINO, SAM, SAM2, UNKNOWN, recognise
+
+    assert recognise(dino_checkpoint).family == GROUNDING_DINO
+    assert recognise(sam_checkpoint).family == SAM
+    assert recognise(sam2_tiny[1]).family == SAM2
+    folder = recognise(mm_folder)
+    assert folder.family == GROUNDING_DINO and folder.is_folder and folder.model_type == "mm-grounding-dino"
+    torch.save({"some.weight": torch.zeros(2)}, tmp_path / "other.pth")
+    assert recognise(tmp_path / "other.pth").family == UNKNOWN
+    (tmp_path / "bare").mkdir()
+    assert recognise(tmp_path / "bare").model_type is None
+    (tmp_path / "vit").mkdir()
+    (tmp_path / "vit" / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    assert recognise(tmp_path / "vit").family == UNKNOWN
+
+
+def test_model_families_do_not_ask_each_other():
+    """dino/ and sam/ never import sam3/ (nor each other): which family a file is, is decided above them (recognise, loaders)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "grounded_sam"
+    for family, foreign in (("dino", ("sam", "sam3")), ("sam", ("dino", "sam3"))):
+        for source in (package / family).glob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                    assert node.module.split(".")[0] not in foreign, f"{source.name} imports ..{node.module}"

@@ -126,7 +126,7 @@ def test_both_sockets_one_pass(release, sam3, bus):
     """SAM 3 in both loaders: one model, one pass (no segmentation run), the detector's masks, boxes clipped."""
     _, path = release
     detector = load_grounding_dino(path, "cpu")
-    with mock.patch("grounded_sam.sam.load.read_state_dict", side_effect=AssertionError("the file was read again")):
+    with mock.patch("grounded_sam.recognise.read_state_dict", side_effect=AssertionError("the file was read again")):
         segmenter = load_sam(path, "cpu")
     assert isinstance(segmenter, Sam3Segmenter) and segmenter.detector is detector and segmenter.model is detector.model
     pipeline = GroundedSam(detector, segmenter, "fp32")

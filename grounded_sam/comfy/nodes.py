@@ -8,14 +8,13 @@ from pathlib import Path
 import torch
 
 from ..dino.detector import GroundingDinoDetector
-from ..dino.load import load_grounding_dino
 from ..errors import InputError
 from ..images import to_comfy_image, to_uint8_frames
+from ..loaders import load_grounding_dino, load_sam
 from ..model_files import DINO_FOLDER, SAM_FOLDER, resolve_model
 from ..picking import RANKINGS, pick_indices
 from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..preview import draw_preview
-from ..sam.load import load_sam
 from ..sam.segmenter import SamSegmenter
 from ..sam3.detector import Sam3Detector
 from ..sam3.segmenter import Sam3Segmenter

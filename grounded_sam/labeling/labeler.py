@@ -18,8 +18,7 @@ from .sources import ImageItem
 
 
 def load_pipeline(task: LabelTask, device: str = "auto") -> GroundedSam:
-    from ..dino.load import load_grounding_dino
-    from ..sam.load import load_sam
+    from ..loaders import load_grounding_dino, load_sam
 
     return GroundedSam(load_grounding_dino(task.dino_path, device), load_sam(task.sam_path, device), task.precision)
 

@@ -1,8 +1,7 @@
-"""Build a ``SamSegmenter`` from whatever SAM file or folder a user has."""
+"""Build a ``SamSegmenter`` from a SAM release file's tensors or a transformers folder (``loaders`` picks which)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,12 +9,7 @@ from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQMod
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
-from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete, without_initial_values
-from ..devices import resolve_device
-from ..errors import ModelFileError, ModelNotFoundError
-from ..sam3.convert import is_meta_sam3
-from ..sam3.load import is_sam3_folder, load_sam3, loaded_sam3
-from ..sam3.segmenter import Sam3Segmenter
+from ..checkpoints import load_complete_folder, load_exact, require_complete, without_initial_values
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size, rename_sam2_keys
 from .sam2_segmenter import Sam2Segmenter
@@ -56,29 +50,11 @@ def build_sam2_model(arch: Sam2Architecture) -> Sam2Model:
     return without_initial_values(lambda: Sam2Model(Sam2Config(vision_config=vision))).eval()
 
 
-def load_sam(path: str | Path, device: str | torch.device = "auto") -> SamSegmenter | Sam3Segmenter:
-    """A SAM, HQ-SAM, MobileSAM, SAM 2/2.1 or SAM 3 checkpoint (Meta ``.pth``/``.pt``/``.safetensors``)
-    or a transformers-format folder.
-
-    ``device``: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps".
-    """
-    target = resolve_device(device)  # a device that does not exist fails before the file is read
-    return _load(Path(path)).to(target)
-
-
-def _load(path: Path) -> SamSegmenter | Sam3Segmenter:
-    if (shared := loaded_sam3(path)) is not None:  # the Grounding DINO loader's SAM 3, still in use
-        return Sam3Segmenter(shared)
-    if path.is_dir():
-        return Sam3Segmenter(load_sam3(path)) if is_sam3_folder(path) else _load_transformers_folder(path)
-    state = read_state_dict(path)
-    if is_meta_sam3(state):
-        return Sam3Segmenter(load_sam3(path, state))
-    if "bert.embeddings.word_embeddings.weight" in state or any(k.startswith("transformer.encoder.fusion") for k in state):
-        raise ModelFileError(f"{path} is a Grounding DINO checkpoint, not SAM: choose it in the Grounding DINO loader")
+def segmenter_from_state(state: dict[str, torch.Tensor], source: Path) -> SamSegmenter:
+    """A Meta release file's tensors: SAM 2 / 2.1, or SAM, HQ-SAM and MobileSAM (told apart by their tensors)."""
     if is_meta_sam2(state):
-        return _segmenter_from_sam2_state(state, path)
-    return _segmenter_from_meta_state(state, path)
+        return _segmenter_from_sam2_state(state, source)
+    return _segmenter_from_meta_state(state, source)
 
 
 def _segmenter_from_sam2_state(state: dict[str, torch.Tensor], source: Path) -> Sam2Segmenter:
@@ -103,16 +79,12 @@ def _segmenter_from_meta_state(state: dict[str, torch.Tensor], source: Path) -> 
     return SamSegmenter(model.float(), arch.name)
 
 
-def _load_transformers_folder(path: Path) -> SamSegmenter:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ModelNotFoundError(f"{path} is a folder without config.json: it is not a transformers SAM model folder")
-    model_type = json.loads(config_file.read_text()).get("model_type")
-    classes = {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model, "sam2_video": Sam2Model}
-    if model_type not in classes:
-        hint = " (a box detector: choose it in the Grounding DINO loader)" if "grounding" in str(model_type) else ""
-        raise ModelFileError(f"{path} holds a {model_type!r} model, not SAM, HQ-SAM or SAM 2{hint}")
-    model = load_complete_folder(classes[model_type], path, "SAM")
+FOLDER_CLASSES = {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model, "sam2_video": Sam2Model}
+
+
+def segmenter_from_folder(path: Path, model_type: str) -> SamSegmenter:
+    """A transformers SAM, HQ-SAM or SAM 2 folder of ``model_type`` (its config's, as ``recognise`` read it)."""
+    model = load_complete_folder(FOLDER_CLASSES[model_type], path, "SAM")
     if isinstance(model, Sam2Model):
         backbone = model.config.vision_config.backbone_config
         return Sam2Segmenter(model, f"SAM 2 {release_size(backbone.hidden_size, backbone.blocks_per_stage)}")

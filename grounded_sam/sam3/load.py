@@ -28,16 +28,10 @@ from .convert import (
 from .detector import Sam3Detector
 from .text import clip_tokenizer
 
-FOLDER_TYPES = ("sam3", "sam3_video")
 # where a transformers Sam3VideoModel keeps the tracker and its neck
 VIDEO_TRACKER, VIDEO_TRACKER_NECK = "tracker_model.", "tracker_neck."
 _loaded: weakref.WeakValueDictionary[tuple, Sam3Detector] = weakref.WeakValueDictionary()
 _lock = threading.Lock()
-
-
-def is_sam3_folder(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") in FOLDER_TYPES
 
 
 def build_sam3_model(arch: Sam3Architecture) -> Sam3Model:
