@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the reference-model builders the pari
 from reference_models import bert_folder, original_grounding_dino, perturb, save_original_release  # noqa: E402
 
 from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam  # noqa: E402
+from grounded_sam.clicks import Clicks  # noqa: E402
 from grounded_sam.images import to_uint8_frames  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -395,9 +396,10 @@ def main() -> None:
     parser.add_argument("--sam", choices=["vit_b", "vit_l", "vit_h"], default="vit_b")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
-    parser.add_argument("--only", choices=["all", "models", "sam3"], default="all",
-                        help="models: only the new-model rows (MM-Grounding-DINO against Grounding DINO, SAM 2.1 against SAM ViT-B, SAM 3); "
-                             "sam3: only the SAM 3 rows")
+    parser.add_argument("--only", choices=["all", "core", "models", "sam3"], default="all",
+                        help="core: only the pipeline rows (end to end, detection, encoder, decoding, clicks, second prompt, batch, bf16, "
+                             "memory); models: only the new-model rows (MM-Grounding-DINO against Grounding DINO, SAM 2.1 against SAM "
+                             "ViT-B, SAM 3); sam3: only the SAM 3 rows")
     parser.add_argument("--peak-rss-child", nargs=5, metavar=("SIDE", "DINO", "SAM", "BERT", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_rss_child:
@@ -433,8 +435,8 @@ def main() -> None:
         print(f"  {name:<34} ref {ref_s:8.3f}s  ours {ours_s:8.3f}s  ratio {ref_s / ours_s:5.2f}x" + "".join(f"  {k}={v}" for k, v in extra.items()))
 
     r = args.repeats
-    models = [] if args.only == "sam3" else new_model_rows(work, ours, frame_u8, r)
-    models += sam3_rows(work, ours, frame_u8, r)
+    models = [] if args.only in ("sam3", "core") else new_model_rows(work, ours, frame_u8, r)
+    models += [] if args.only == "core" else sam3_rows(work, ours, frame_u8, r)
     if args.only in ("models", "sam3"):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"repeats": r, "image_size": SIZE, "models": models}, indent=2))
@@ -454,6 +456,17 @@ def main() -> None:
         iou = min_iou(reference.decode(image_np, b), ours.segmenter.masks_for_boxes(embedding, b))
         row(f"mask decoding, {n} boxes", median_time(lambda b=b: reference.decode(image_np, b), r),
             median_time(lambda b=b: ours.segmenter.masks_for_boxes(embedding, b), r), mask_iou_min=round(iou, 5))  # fmt: skip
+
+    # clicks: two on the object and one off it, Meta's predict(point_coords, point_labels) against masks_for_clicks
+    h, w = frame_u8.shape[:2]
+    clicks = Clicks.of([(0.4 * w, 0.6 * h), (0.5 * w, 0.7 * h)], [(0.8 * w, 0.3 * h)])
+
+    def ref_clicks() -> np.ndarray:
+        return reference.predictor.predict(point_coords=clicks.coords.numpy(), point_labels=clicks.labels().numpy(), multimask_output=False)[0]
+
+    iou = min_iou(torch.from_numpy(ref_clicks()), ours.segmenter.masks_for_clicks(embedding, [clicks])[0])
+    row("mask from 3 clicks", median_time(ref_clicks, r), median_time(lambda: ours.segmenter.masks_for_clicks(embedding, [clicks]), r),
+        mask_iou_min=round(iou, 5))  # fmt: skip
 
     def ours_second() -> float:
         ours.clear()

@@ -91,8 +91,8 @@ class GroundedSam:
         def one_frame(frame: torch.Tensor, wanted: Prompt, settings: DetectionSettings, steps: FrameSteps) -> Detections:
             return self.detect_and_segment(frame, wanted, settings, steps, clicks=clicks)
 
-        if clicks is not None and len(clicks):
-            clicks.check_inside(tuple(to_uint8_frames(image).shape[1:3]))  # a bad click fails before any model runs
+        if clicks is not None and len(clicks) and hasattr(image, "shape") and len(image.shape) in (3, 4):
+            clicks.check_inside(tuple(image.shape[-3:-1]))  # a bad click fails before any model runs
         return self._each_frame(image, prompt, settings, hooks, exclude, one_frame)
 
     def detect(
