@@ -46,6 +46,14 @@ def test_repo_root_loads_like_a_custom_node_folder():
         sys.modules.pop("grounded_sam_pack", None)
 
 
+def test_repo_root_loads_as_a_plain_module_too():
+    """pytest imports a checkout's __init__.py as a plain module when the folder's name is not a Python name ("grounded-sam")."""
+    spec = importlib.util.spec_from_file_location("__init__", ROOT / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert SEED_IDS <= set(module.NODE_CLASS_MAPPINGS)
+
+
 def test_batch_with_empty_middle_frame_keeps_every_frame_in_order(detector, segmenter, batch_with_empty_middle):
     images, threshold = batch_with_empty_middle
     image_out, mask_out, found, detections, bboxes = GroundingDinoSAMSegment().main(
