@@ -90,11 +90,10 @@ def to_segs(
         )
     drop_size = max(int(drop_size), 1)
     keep = ((found.boxes[:, 2] - found.boxes[:, 0]) > drop_size) & ((found.boxes[:, 3] - found.boxes[:, 1]) > drop_size)
-    found = found.select(keep)
     if not boxes_only and found.masks is None:
         raise InputError("these detections have no masks: segment them first, or make box SEGS")
     segs = []
-    for i in range(len(found)):
+    for i in keep.nonzero().flatten().tolist():  # rows, not found.select(keep): that would copy every full-size mask
         box = found.boxes[i].tolist()
         region = crop_region(box, crop_factor, size)
         if adjust_region is not None:
@@ -127,8 +126,9 @@ def combined_mask(found: Detections, dilation: int = 0, boxes_only: bool = False
     if found.num_frames != 1:
         raise InputError(f"one image at a time: these detections have {found.num_frames} frames")
     merged = torch.zeros(found.image_size, dtype=torch.bool)
-    for start in range(0, len(found), 16):  # a few full-size masks at a time
-        rows = torch.arange(start, min(start + 16, len(found)))
-        masks = inside_boxes(found.boxes[rows], found.image_size) if boxes_only else found.masks[rows]
-        merged |= dilate(masks, dilation).any(dim=0)
-    return merged.float()
+    for start in range(0, len(found), 16):  # a few full-size masks at a time (slices: views, not copies)
+        masks = inside_boxes(found.boxes[start : start + 16], found.image_size) if boxes_only else found.masks[start : start + 16]
+        # growing the union grows every mask (dilation distributes over union), so it is grown once below;
+        # shrinking does not, so each mask shrinks on its own
+        merged |= (dilate(masks, dilation) if dilation < 0 else masks).any(dim=0)
+    return (dilate(merged[None], dilation)[0] if dilation > 0 else merged).float()

@@ -37,26 +37,12 @@ class Sam2Segmenter(SamSegmenter):
         *high_res, embeddings = self.model.get_image_embeddings(pixels.to(self.device, self.dtype))
         return ImageEmbedding(embeddings, tuple(high_res), input_size, (int(frame.shape[0]), int(frame.shape[1])))
 
-    def prompt_model(self) -> torch.nn.Module:
-        """The network that turns prompts into masks on an embedding."""
-        return self.model
+    def model_embeddings(self, embedding: ImageEmbedding) -> list[torch.Tensor]:
+        return [*embedding.intermediate, embedding.embeddings]  # SAM 2's decoder also reads two high-resolution maps
 
     def _decode(self, embedding: ImageEmbedding, boxes: torch.Tensor) -> torch.Tensor:
-        out = self.prompt_model()(
-            image_embeddings=[*embedding.intermediate, embedding.embeddings],
-            input_boxes=boxes.unsqueeze(0),
-            multimask_output=False,
-        )
+        out = self.prompt_model()(image_embeddings=self.model_embeddings(embedding), input_boxes=boxes.unsqueeze(0), multimask_output=False)
         return out.pred_masks[0, :, 0]  # [n, 256, 256] logits
-
-    def _prompted_model_output(self, embedding, points, labels, boxes, multimask: bool):
-        return self.prompt_model()(
-            image_embeddings=[*embedding.intermediate, embedding.embeddings],
-            input_points=None if points is None else points[None],
-            input_labels=None if labels is None else labels[None],
-            input_boxes=None if boxes is None else boxes[None],
-            multimask_output=multimask,
-        )
 
     def _upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
         x = F.interpolate(low_res.unsqueeze(1).float(), embedding.original_size, mode="bilinear", align_corners=False)

@@ -178,9 +178,17 @@ class SamSegmenter(ModelPlacement):
             )
         return best_mask(self._prompted_model_output(embedding, points, labels, boxes, multimask))
 
+    def prompt_model(self) -> torch.nn.Module:
+        """The network that turns prompts into masks on an embedding."""
+        return self.model
+
+    def model_embeddings(self, embedding: ImageEmbedding) -> torch.Tensor | list[torch.Tensor]:
+        """The embedding as ``prompt_model`` takes it."""
+        return embedding.embeddings
+
     def _prompted_model_output(self, embedding, points, labels, boxes, multimask: bool):
-        return self.model(
-            image_embeddings=embedding.embeddings,
+        return self.prompt_model()(
+            image_embeddings=self.model_embeddings(embedding),
             input_points=None if points is None else points[None],
             input_labels=None if labels is None else labels[None],
             input_boxes=None if boxes is None else boxes[None],
