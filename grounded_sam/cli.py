@@ -102,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--negative-points", default="", help='clicks off an object, "x,y;x,y", in the same way')
     seg.add_argument("--cutout", action="store_true",
                      help="also write <name>_cutout.png: RGBA, the objects' own colours (no fringe of the old background)")
+    track = sub.add_parser(
+        "track",
+        help="follow the objects of --prompt through a video (or a folder of frames) with stable ids",
+        description="Track the objects named by --prompt through CLIP (a video file or a folder of frames) with SAM 2's "
+                    "video memory: tracks.json and tracks.mot.txt (MOT Challenge) are current after every frame.",
+        formatter_class=_DefaultsHelp,
+    )
+    track.add_argument("clip", type=Path, help="a video file (anything PyAV decodes) or a folder of frames")
+    track.add_argument("--prompt", required=True, help='objects to find, separated by " . ", e.g. "person . dog"')
+    track.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    track.add_argument("--exclude", default="", help='things to leave out, e.g. "shadow . reflection"')
+    track.add_argument("--redetect-every", type=int, default=10, help="run the detector on frame 0 and every N frames after")
+    track.add_argument("--backtrack", type=int, default=None,
+                       help="frames an object first found late is followed backwards (default: --redetect-every; 0: none)")
+    track.add_argument("--masks", choices=("none", "png", "video"), default="none",
+                       help="also write the masks: png = masks/NNNNNN.png (16-bit track ids), video = lossless masks.mkv")
+    track.add_argument("--preview", action="store_true", help="also write preview.mp4 with ids, labels and masks drawn")
+    _model_arguments(track)
     label = sub.add_parser(
         "label",
         help="label a dataset: COCO (and YOLO) files, streamed, resumable, on one machine, shards or a Ray cluster",
@@ -277,6 +295,49 @@ def run_segment(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def run_track(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
+    from .prompts import Prompt
+    from .settings import DetectionSettings
+
+    settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
+    Prompt.parse(args.prompt, args.exclude)
+    if args.redetect_every < 1:
+        raise InputError(f"--redetect-every must be >= 1 (1: detect on every frame), got {args.redetect_every}")
+    if args.backtrack is not None and args.backtrack < 0:
+        raise InputError(f"--backtrack must be >= 0, got {args.backtrack}")
+    device = resolve_device(args.device)
+    from .video.frames import open_frames
+
+    clip = open_frames(args.clip)  # a missing or undecodable clip fails before the models load
+    _check_output_folder(args.out)
+    dino_path, sam_path = _find_models(args)
+    from .pipeline import GroundedSam
+    from .progress import ImagesBar
+    from .video.writer import TrackWriter
+
+    detector, segmenter = _load_models(dino_path, sam_path, str(device))
+    pipeline = GroundedSam(detector, segmenter, args.precision)
+    print(f"grounded-sam: {detector.name} + {segmenter.name} on {device}, {pipeline.effective_precision()}", file=sys.stderr)
+    held: dict[int, object] = {}
+
+    def remember(frames):
+        for index, frame in enumerate(frames):  # the preview draws on a frame when its result is final
+            if args.preview:
+                held[index] = frame
+            yield frame
+
+    with TrackWriter(args.out, args.masks, args.preview, clip.fps or 25.0) as writer, \
+            ImagesBar(clip.count or 0, enabled=not args.no_progress, unit="frames") as bar:
+        results = pipeline.track(remember(clip), args.prompt, settings, args.exclude or None, args.redetect_every,
+                                 args.backtrack, hooks=bar.clip())
+        for index, found in enumerate(results):
+            writer.add(index, held.pop(index, None), found)
+            bar.done(index)
+    print(f"grounded-sam: {writer.frames} frame(s) tracked, written to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' signature
     print(f"grounded-sam: warning: {message}", file=sys.stderr)
 
@@ -292,13 +353,17 @@ def main(argv: list[str] | None = None) -> int:
                 return run_merge(args)
             if args.command == "eval":
                 return run_eval(args)
+            if args.command == "track":
+                return run_track(args)
             return run_segment(args)
         except GroundedSamError as err:
             _error(str(err))
             return EXIT_NOTHING_RAN
         except KeyboardInterrupt:
-            done = "results.jsonl keeps every image labelled so far: run the same command to resume" if args.command == "label" \
-                else "detections.json lists the images written so far"
+            done = {
+                "label": "results.jsonl keeps every image labelled so far: run the same command to resume",
+                "track": "tracks.json and tracks.mot.txt hold every frame tracked so far",
+            }.get(args.command, "detections.json lists the images written so far")
             _error(f"stopped; {done}")
             return 130
 

@@ -40,6 +40,33 @@ def write_cutout(foreground: np.ndarray, alpha: np.ndarray, path: Path) -> None:
     Image.fromarray(np.clip(np.round(rgba * 255.0), 0, 255).astype(np.uint8), mode="RGBA").save(path)
 
 
+class JsonListFile:
+    """A JSON list written one entry at a time, a complete JSON document again after every entry."""
+
+    def __init__(self, path: Path) -> None:
+        self.count = 0
+        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+        self._file.write("[")
+        self._end = self._file.tell()  # where the next entry goes: before the closing bracket
+        self._close_list()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self._file.seek(self._end)
+        text = json.dumps(entry, indent=2).replace("\n", "\n  ")
+        self._file.write(("," if self.count else "") + "\n  " + text)
+        self._end = self._file.tell()
+        self.count += 1
+        self._close_list()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _close_list(self) -> None:
+        self._file.write("\n]\n")
+        self._file.truncate()
+        self._file.flush()
+
+
 class SegmentReport:
     """The output folder of one run: the mask files, and the report that lists them.
 
@@ -53,18 +80,18 @@ class SegmentReport:
         self.preview = preview
         self.refine = refine
         self.cutout = cutout
-        self.count = 0
         out.mkdir(parents=True, exist_ok=True)
-        self._file = open(out / REPORT_NAME, "w", encoding="utf-8")  # noqa: SIM115 - open for the whole run
-        self._file.write("[")
-        self._end = self._file.tell()  # where the next entry goes: before the closing bracket
-        self._close_list()
+        self._report = JsonListFile(out / REPORT_NAME)
 
     def __enter__(self) -> SegmentReport:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._file.close()
+        self._report.close()
+
+    @property
+    def count(self) -> int:
+        return self._report.count
 
     def add_result(self, image: Path, stem: PurePosixPath, found: Detections, frame: torch.Tensor | None = None) -> dict[str, Any]:
         """Write one image's masks and add its entry (``found`` is that image's single frame, ``frame`` its uint8 pixels)."""
@@ -104,14 +131,4 @@ class SegmentReport:
         self._add({"image": str(image), "error": message})
 
     def _add(self, entry: dict[str, Any]) -> None:
-        self._file.seek(self._end)
-        text = json.dumps(entry, indent=2).replace("\n", "\n  ")
-        self._file.write(("," if self.count else "") + "\n  " + text)
-        self._end = self._file.tell()
-        self.count += 1
-        self._close_list()
-
-    def _close_list(self) -> None:
-        self._file.write("\n]\n")
-        self._file.truncate()
-        self._file.flush()
+        self._report.add(entry)

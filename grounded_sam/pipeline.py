@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -94,6 +94,29 @@ class GroundedSam:
         if clicks is not None and len(clicks) and hasattr(image, "shape") and len(image.shape) in (3, 4):
             clicks.check_inside(tuple(image.shape[-3:-1]))  # a bad click fails before any model runs
         return self._each_frame(image, prompt, settings, hooks, exclude, one_frame)
+
+    def track(
+        self,
+        frames,
+        prompt: str,
+        settings: DetectionSettings | None = None,
+        exclude: str | None = None,
+        redetect_every: int = 10,
+        backtrack: int | None = None,
+        lost_after: int | None = None,
+        hooks: RunHooks | None = None,
+    ) -> Iterator[Detections]:
+        """The objects ``prompt`` names, followed through a clip: one one-frame ``Detections`` per frame, in order,
+        each with ``track_id`` (the same object, the same id, on every frame) and masks.
+
+        ``frames``: an IMAGE batch ``[B, H, W, C]``, an array, a video file, a folder of images or any
+        iterable of frames; it is read a frame at a time. Needs SAM 2 / 2.1 in the SAM socket. How ids
+        are kept, and what ``redetect_every``, ``backtrack`` and ``lost_after`` mean: ``video.tracker``.
+        A frame is yielded once nothing can change it (``backtrack`` frames later), so memory stays flat.
+        """
+        from .video.tracker import track_frames
+
+        return track_frames(self, frames, prompt, settings, exclude, redetect_every, backtrack, lost_after, hooks)
 
     def detect(
         self,

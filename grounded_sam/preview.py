@@ -62,7 +62,9 @@ def draw_preview(frame: torch.Tensor, found: Detections) -> torch.Tensor:
     font = _font(int(np.clip(round(side / 45), 9, 40)))
     picture = frame.numpy().astype(np.float32)
     order = found.scores.argsort().tolist()  # worst first: the best objects end up on top
-    colours = {k: object_colour(k) for k in range(len(found))}
+    # a tracked object keeps its colour on every frame (its id picks it); otherwise its row does
+    keys = found.track_id.tolist() if found.track_id is not None else range(len(found))
+    colours = {k: object_colour(key) for k, key in enumerate(keys)}
     if found.masks is not None:
         for k in order:
             mask = found.masks[k].numpy()
@@ -84,6 +86,8 @@ def draw_preview(frame: torch.Tensor, found: Detections) -> torch.Tensor:
     placed: list[tuple[float, float, float, float]] = []
     for k in reversed(order):  # best first: it gets its place, later labels give way
         text = f"{found.labels[k]} {float(found.scores[k]):.2f}"
+        if found.track_id is not None:
+            text = f"#{int(found.track_id[k])} {text}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         w, h = right - left + 2 * line + 2, bottom - top + 2 * line + 2
         x0, y0 = found.boxes[k].tolist()[:2]

@@ -10,23 +10,23 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .steps import RunHooks
+from .steps import STEPS_PER_FRAME, RunHooks
 
 
 class ImagesBar:
     """``with ImagesBar(n) as bar: for i, ...: hooks = bar.image(i, name); ...; bar.done(i)``."""
 
-    def __init__(self, total: int, enabled: bool = True, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int, enabled: bool = True, stream: TextIO | None = None, unit: str = "images") -> None:
         from tqdm import tqdm
 
         self.stream = stream or sys.stderr
         self.bar = tqdm(
-            total=total,
-            unit="img",
+            total=total or None,
+            unit=unit,
             disable=not enabled,
             file=self.stream,
             dynamic_ncols=True,
-            bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} images [{elapsed}<{remaining}, {rate_fmt}]{postfix}",
+            bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} " + unit + " [{elapsed}<{remaining}, {rate_fmt}]{postfix}",
         )
         self._shown = ("", "")  # (image, stage) in the postfix now
 
@@ -52,6 +52,19 @@ class ImagesBar:
                 self.bar.set_postfix_str(f"{name}: {stage}", refresh=True)
 
         self._move_to(index)
+        return RunHooks(on_progress=on_progress, on_stage=on_stage)
+
+    def clip(self) -> RunHooks:
+        """Hooks for a whole clip (``GroundedSam.track``): its progress counts in frames."""
+
+        def on_progress(done: int, total: int) -> None:
+            self._move_to(done / STEPS_PER_FRAME)
+
+        def on_stage(stage: str) -> None:
+            if ("", stage) != self._shown:
+                self._shown = ("", stage)
+                self.bar.set_postfix_str(stage, refresh=True)
+
         return RunHooks(on_progress=on_progress, on_stage=on_stage)
 
     def done(self, index: int) -> None:

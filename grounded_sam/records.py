@@ -56,6 +56,8 @@ class Detections:
     masks: torch.Tensor | None = _per_object(torch.bool, "HW")  # bool [N, H, W]
     # which phrase of the prompt (0-based, in " . " order) holds the box's best-scoring token; -1: not known
     phrase_index: torch.Tensor | None = _per_object(torch.int64, fill=-1)
+    # the object's id through a clip (``GroundedSam.track``): the same object has the same id on every frame; -1: none
+    track_id: torch.Tensor | None = _per_object(torch.int64, fill=-1)
 
     @classmethod
     def per_object_fields(cls) -> tuple[tuple[str, PerObject], ...]:
@@ -159,6 +161,7 @@ class Detections:
                     "label": self.labels[i],
                     "score": round(float(self.scores[i]), 6),
                     "box_xyxy": [round(float(v), 3) for v in self.boxes[i].tolist()],
+                    **({"track_id": int(self.track_id[i])} if self.track_id is not None else {}),
                     **({"mask_area": int(self.masks[i].sum())} if self.masks is not None else {}),
                 }
             )
@@ -183,6 +186,12 @@ class PackedMasks:
     @classmethod
     def pack(cls, masks: torch.Tensor) -> PackedMasks:
         return cls(np.packbits(masks.numpy().astype(bool, copy=False), axis=-1), int(masks.shape[-1]))
+
+    @classmethod
+    def concat(cls, parts: list[PackedMasks], image_size: tuple[int, int]) -> PackedMasks:
+        height, width = image_size
+        empty = np.zeros((0, height, (width + 7) // 8), dtype=np.uint8)
+        return cls(np.concatenate([empty, *(p.bits for p in parts)]), width)
 
     def __len__(self) -> int:
         return int(self.bits.shape[0])

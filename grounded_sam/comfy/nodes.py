@@ -26,6 +26,7 @@ from .loaded import shared_model
 from .objects import BOUNDING_BOX, DETECTIONS, SegmentedObjects, as_segmenter, segmented
 from .points_node import POINTS_TOOLTIP, PointsSegment, clicks_from_sockets
 from .refine_node import RefineMask
+from .track_node import GroundingDinoSAMTrack
 
 CATEGORY = "segment_anything"
 
@@ -191,7 +192,10 @@ class PickObjects:
                 "label": ("STRING", {"default": "", "tooltip": 'keep objects whose label holds these words ("ball", or "ball . dog"); empty keeps all'}),
                 "top_k": ("INT", {"default": 1, "min": 0, "max": 900, "tooltip": "per frame; 0 keeps every match"}),
                 "rank_by": (list(RANKINGS), {"default": "score", "tooltip": "score: the most confident first; area: the largest mask first"}),
-            }
+            },
+            "optional": {
+                "track_ids": ("STRING", {"default": "", "tooltip": 'tracked clips: keep only these track ids, e.g. "1, 4"; empty keeps all'}),
+            },
         }
 
     CATEGORY = CATEGORY
@@ -205,9 +209,9 @@ class PickObjects:
         "the picked objects' boxes in ComfyUI's core layout",
     )
 
-    def main(self, detections: SegmentedObjects, label: str, top_k: int, rank_by: str):
+    def main(self, detections: SegmentedObjects, label: str, top_k: int, rank_by: str, track_ids: str = ""):
         objects = segmented(detections)
-        picked = objects.select(pick_indices(objects.detections, objects.masks.areas(), label, top_k, rank_by))
+        picked = objects.select(pick_indices(objects.detections, objects.masks.areas(), label, top_k, rank_by, track_ids))
         return (picked.object_masks(), picked.merged_masks(), picked, picked.bounding_boxes())
 
 
@@ -249,6 +253,7 @@ NODE_CLASS_MAPPINGS = {
     "PickObjects (segment anything)": PickObjects,
     "RefineMask (segment anything)": RefineMask,
     "PointsSegment (segment anything)": PointsSegment,
+    "GroundingDinoSAMTrack (segment anything)": GroundingDinoSAMTrack,
     **IMPACT_NODES,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -258,5 +263,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PickObjects (segment anything)": "PickObjects (segment anything)",
     "RefineMask (segment anything)": "RefineMask (segment anything)",
     "PointsSegment (segment anything)": "PointsSegment (segment anything)",
+    "GroundingDinoSAMTrack (segment anything)": "GroundingDinoSAMTrack (segment anything)",
     **{name: name for name in IMPACT_NODES},
 }

@@ -49,6 +49,12 @@ class SegmentedObjects:
     def of(cls, found: Detections) -> SegmentedObjects:
         return cls(replace(found, masks=None), PackedMasks.pack(found.masks))
 
+    @classmethod
+    def join(cls, parts: list[SegmentedObjects], num_frames: int, image_size: tuple[int, int]) -> SegmentedObjects:
+        """Per-frame parts (``frame_index`` set) as one clip's objects, masks still packed."""
+        found = Detections.concat([p.detections for p in parts], num_frames, image_size)
+        return cls(found, PackedMasks.concat([p.masks for p in parts], image_size))
+
     def object_masks(self) -> torch.Tensor:
         """float32 ``[N, H, W]``, one per object; one all-zero mask when there is none (ComfyUI has no empty batch)."""
         if len(self.masks) == 0:
@@ -78,9 +84,10 @@ class SegmentedObjects:
         found = self.detections
         for i in range(len(found)):
             x0, y0, x1, y1 = found.boxes[i].tolist()
-            frames[int(found.frame_index[i])].append(
-                {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "score": float(found.scores[i]), "label": found.labels[i]}
-            )
+            box = {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "score": float(found.scores[i]), "label": found.labels[i]}
+            if found.track_id is not None:
+                box["track_id"] = int(found.track_id[i])
+            frames[int(found.frame_index[i])].append(box)
         return frames
 
 

@@ -11,8 +11,16 @@ from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConf
 
 from ..checkpoints import load_complete_folder, load_exact, require_complete, without_initial_values
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
-from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size, rename_sam2_keys
+from .sam2_convert import (
+    Sam2Architecture,
+    detect_sam2_architecture,
+    is_meta_sam2,
+    release_size,
+    rename_sam2_keys,
+    rename_sam2_video_keys,
+)
 from .sam2_segmenter import Sam2Segmenter
+from .sam2_video_model import build_video_model
 from .segmenter import SamSegmenter
 from .tiny_vit import TinyViTEncoder
 
@@ -63,7 +71,9 @@ def _segmenter_from_sam2_state(state: dict[str, torch.Tensor], source: Path) -> 
     renamed = rename_sam2_keys(state)
     require_complete(model, renamed, source, arch.name)
     load_exact(model, renamed, source, arch.name)
-    return Sam2Segmenter(model.float(), arch.name)
+    model = model.float()
+    video = build_video_model(model, {k: v.float() for k, v in rename_sam2_video_keys(state).items()}, source, arch.name)
+    return Sam2Segmenter(model, arch.name, video)
 
 
 def segmenter_from_meta_module(module: torch.nn.Module) -> SamSegmenter:

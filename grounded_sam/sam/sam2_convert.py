@@ -144,3 +144,45 @@ def rename_sam2_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if points:  # four [1, C] point-type embeddings are one [4, C] table in transformers
         out["prompt_encoder.point_embed.weight"] = torch.cat([points[i] for i in sorted(points)])
     return out
+
+
+# The video-only tensors (memory encoder and attention, object pointers) under transformers' names.
+_VIDEO_RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"^maskmem_tpos_enc$", "memory_temporal_positional_encoding"),
+        (r"^no_mem_pos_enc$", "no_memory_positional_encoding"),
+        (r"^no_obj_ptr$", "no_object_pointer"),
+        (r"^no_obj_embed_spatial$", "occlusion_spatial_embedding_parameter"),
+        (r"^memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.out_proj\.", r"memory_attention.layers.\1.\2.o_proj."),
+        (r"^memory_attention\.layers\.(\d+)\.norm(\d)\.", r"memory_attention.layers.\1.layer_norm\2."),
+        (r"^memory_attention\.norm\.", "memory_attention.layer_norm."),
+        (r"^memory_encoder\.mask_downsampler\.encoder\.12\.", "memory_encoder.mask_downsampler.final_conv."),
+        (r"^memory_encoder\.pix_feat_proj\.", "memory_encoder.feature_projection."),
+        (r"^memory_encoder\.fuser\.layers\.(\d+)\.gamma$", r"memory_encoder.memory_fuser.layers.\1.scale"),
+        (r"^memory_encoder\.fuser\.layers\.(\d+)\.dwconv\.", r"memory_encoder.memory_fuser.layers.\1.depthwise_conv."),
+        (r"^memory_encoder\.fuser\.layers\.(\d+)\.norm\.", r"memory_encoder.memory_fuser.layers.\1.layer_norm."),
+        (r"^memory_encoder\.fuser\.layers\.(\d+)\.pwconv(\d)\.", r"memory_encoder.memory_fuser.layers.\1.pointwise_conv\2."),
+        (r"^memory_encoder\.out_proj\.", "memory_encoder.projection."),
+        (r"^obj_ptr_proj\.layers\.0\.", "object_pointer_proj.proj_in."),
+        (r"^obj_ptr_proj\.layers\.1\.", "object_pointer_proj.layers.0."),
+        (r"^obj_ptr_proj\.layers\.2\.", "object_pointer_proj.proj_out."),
+        (r"^obj_ptr_tpos_proj\.", "temporal_positional_encoding_projection_layer."),
+    )
+)  # fmt: skip
+# Meta's mask downsampler: a conv then a norm per stage, at Sequential indices 0/1, 3/4, 6/7, 9/10.
+_DOWNSAMPLER = re.compile(r"^memory_encoder\.mask_downsampler\.encoder\.(\d+)\.")
+
+
+def rename_sam2_video_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The video-only tensors (what ``rename_sam2_keys`` leaves out) under ``Sam2VideoModel``'s names."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not _VIDEO_ONLY.match(key):
+            continue
+        if (m := _DOWNSAMPLER.match(key)) and int(m.group(1)) != 12:
+            index = int(m.group(1))
+            part = "conv" if index % 3 == 0 else "layer_norm"
+            key = f"memory_encoder.mask_downsampler.layers.{index // 3}.{part}." + key[m.end():]
+        out[first_rename(key, _VIDEO_RENAMES)] = value
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import Sam2Model
+from transformers import Sam2Model, Sam2VideoModel
 
 from .segmenter import ImageEmbedding, SamSegmenter
 
@@ -21,6 +21,16 @@ class Sam2Segmenter(SamSegmenter):
     """SAM 2 or 2.1 (any Hiera size) with the same interface as SAM: embed once, decode any boxes."""
 
     model: Sam2Model
+
+    def __init__(self, model: Sam2Model, name: str, video: Sam2VideoModel | None = None) -> None:
+        super().__init__(model, name)
+        # The video model (memory for tracking) shares the image model's weights; None for a transformers
+        # image-only folder, which has no memory weights.
+        self.video = video
+        self._both = torch.nn.ModuleDict({"image": model, "video": video}) if video is not None else None
+
+    def module(self) -> torch.nn.Module:
+        return self._both if self._both is not None else self.model
 
     def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 ``[H, W, 3]`` to ``[1, 3, S, S]``: torchvision's antialiased bilinear resize, as Meta's transforms."""

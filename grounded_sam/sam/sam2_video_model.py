@@ -1,0 +1,37 @@
+"""SAM 2 / 2.1's video memory around the image model we already load: transformers' ``Sam2VideoModel``.
+
+The video model shares every image-path weight with the segmenter's ``Sam2Model`` (the same
+``Parameter`` objects), so tracking costs only the memory modules' few megabytes more, and a host
+that moves the segmenter moves both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import Sam2Model, Sam2VideoConfig, Sam2VideoModel
+
+from ..checkpoints import load_exact, require_complete, without_initial_values
+
+
+def build_video_model(image_model: Sam2Model, video_weights: dict[str, torch.Tensor], source: Path, name: str) -> Sam2VideoModel:
+    """A ``Sam2VideoModel`` whose image path is ``image_model``'s own weights and whose memory is ``video_weights``.
+
+    SAM 2 (before 2.1) has no occlusion embedding and no temporal encoding of object pointers;
+    the config says so when its tensors are absent.
+    """
+    sam21 = "occlusion_spatial_embedding_parameter" in video_weights
+    config = Sam2VideoConfig(
+        vision_config=image_model.config.vision_config.to_dict(),
+        prompt_encoder_config=image_model.config.prompt_encoder_config.to_dict(),
+        mask_decoder_config=image_model.config.mask_decoder_config.to_dict(),
+        enable_occlusion_spatial_embedding=sam21,
+        enable_temporal_pos_encoding_for_object_pointers=sam21,
+    )
+    video = without_initial_values(lambda: Sam2VideoModel(config)).eval()
+    state = {**image_model.state_dict(keep_vars=True), **video_weights}
+    state = {k: v for k, v in state.items() if k in video.state_dict()}
+    require_complete(video, state, source, f"{name} video")
+    load_exact(video, state, source, f"{name} video", assign=True)
+    return video.eval()

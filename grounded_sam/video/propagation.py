@@ -1,0 +1,132 @@
+"""SAM 2's memory, carried frame to frame over a stream, holding only the frames its memory reads.
+
+transformers' ``Sam2VideoInferenceSession`` keeps every frame's pixels and every frame's outputs
+for as long as it lives. A clip of any length must not, so after each frame this keeps:
+- no pixels but the current frame's (its features are cached by the session), and no full-size
+  mask logits (read only while the frame's memory is encoded);
+- per object, its prompted (conditioning) frame, and the last ``MEMORY_FRAMES`` tracked frames:
+  SAM 2 reads 6 previous frames' memories and up to 16 frames' object pointers, nothing older.
+What is dropped is never read again, so results equal an unpruned session's.
+
+Objects can be added on any frame (a new detection) and dropped (a matched duplicate, an
+ended track), which transformers' session does not offer: ``_renumber`` keeps its maps in step.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import Sam2VideoModel
+from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+from ..sam.sam2_segmenter import IMAGENET_MEAN, IMAGENET_STD
+
+# Frames of per-object outputs kept behind the current one: SAM 2 reads at most 16 back (object pointers).
+MEMORY_FRAMES = 16
+
+
+def video_pixels(frame: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` to SAM 2's normalised ``[3, S, S]``, resized as Meta's video predictor reads a frame
+    folder (PIL's bicubic resize of the 8-bit frame, then 0..1 and ImageNet's statistics)."""
+    resized = Image.fromarray(frame.numpy()).resize((size, size), Image.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
+class Propagation:
+    """One pass of SAM 2's memory over frames in one direction (forward, or backward for ``reverse``)."""
+
+    def __init__(self, model: Sam2VideoModel, frame_size: tuple[int, int], reverse: bool = False) -> None:
+        self.model = model
+        self.frame_size = frame_size
+        self.reverse = reverse
+        self.image_size = int(model.config.image_size)
+        device = next(model.parameters()).device
+        self.session = Sam2VideoInferenceSession(
+            video_height=frame_size[0],
+            video_width=frame_size[1],
+            inference_device=device,
+            inference_state_device=device,
+            video_storage_device=device,
+            dtype=torch.float32,
+        )
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.session.obj_ids)
+
+    def add_boxes(self, frame_index: int, object_ids: list[int], boxes: torch.Tensor) -> None:
+        """Objects prompted by pixel xyxy ``boxes`` on ``frame_index`` (the next frame ``step`` is given)."""
+        h, w = self.frame_size
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+        coords = (boxes.float() / scale * self.image_size).reshape(-1, 1, 2, 2)
+        labels = torch.tensor([[2, 3]], dtype=torch.int32)
+        for object_id, corner in zip(object_ids, coords, strict=True):
+            index = self.session.obj_id_to_idx(object_id)
+            self.session.add_point_inputs(index, frame_index, {"point_coords": corner.unsqueeze(0), "point_labels": labels.unsqueeze(0)})
+        self.session.obj_with_new_inputs = [*self.session.obj_with_new_inputs, *object_ids]
+
+    @torch.inference_mode()
+    def step(self, frame_index: int, frame: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Every object's mask logits on one uint8 ``[H, W, 3]`` frame: (object ids, ``[N, 256, 256]`` logits,
+        ``[N]`` object-score logits, > 0 where the object is present)."""
+        pixels = video_pixels(frame, self.image_size).to(self.session.inference_device)
+        if not self.session.obj_ids:
+            return [], torch.zeros((0, 1, 1)), torch.zeros(0)
+        out = self.model(inference_session=self.session, frame_idx=frame_index, frame=pixels, reverse=self.reverse)
+        self._forget(frame_index)
+        return list(out.object_ids), out.pred_masks[:, 0].float().cpu(), out.object_score_logits.reshape(-1).float().cpu()
+
+    def full_size(self, logits: torch.Tensor) -> torch.Tensor:
+        """bool ``[N, H, W]`` masks from low-resolution logits, upscaled as Meta's predictor does (bilinear, > 0)."""
+        if len(logits) == 0:
+            return torch.zeros((0, *self.frame_size), dtype=torch.bool)
+        return F.interpolate(logits.unsqueeze(1), self.frame_size, mode="bilinear", align_corners=False)[:, 0] > 0.0
+
+    def drop(self, object_ids: list[int]) -> None:
+        """Forget these objects entirely (their memory too)."""
+        gone = set(object_ids)
+        if gone & set(self.session.obj_ids):
+            _renumber(self.session, [i for i in self.session.obj_ids if i not in gone])
+
+    def rename(self, old: int, new: int) -> None:
+        session = self.session
+        index = session._obj_id_to_idx.pop(old)
+        session._obj_id_to_idx[new] = index
+        session._obj_idx_to_id[index] = new
+        session._obj_id_to_idx = OrderedDict(sorted(session._obj_id_to_idx.items(), key=lambda kv: kv[1]))
+        session.obj_ids = list(session._obj_id_to_idx)
+        session.obj_with_new_inputs = [new if i == old else i for i in session.obj_with_new_inputs]
+
+    def _forget(self, frame_index: int) -> None:
+        session = self.session
+        for kept in list(session.processed_frames or {}):
+            if kept != frame_index:
+                del session.processed_frames[kept]
+        for index, outputs in session.output_dict_per_obj.items():
+            for stored in (*outputs["cond_frame_outputs"].values(), *outputs["non_cond_frame_outputs"].values()):
+                stored.pop("high_res_masks", None)  # 4 MB a frame: read only by this frame's memory encoding
+            tracked = outputs["non_cond_frame_outputs"]
+            for old in [f for f in tracked if abs(f - frame_index) > MEMORY_FRAMES]:
+                del tracked[old]
+            seen = session.frames_tracked_per_obj[index]
+            for old in [f for f in seen if abs(f - frame_index) > MEMORY_FRAMES]:
+                del seen[old]
+
+
+def _renumber(session: Sam2VideoInferenceSession, keep: list[int]) -> None:
+    """Keep only the objects ``keep`` (ids), renumbering the session's per-object state to 0..len-1."""
+    old_index = [session._obj_id_to_idx[i] for i in keep]
+    for name in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj", "frames_tracked_per_obj"):
+        table = getattr(session, name)
+        setattr(session, name, {new: table[old] for new, old in enumerate(old_index)})
+    session._obj_id_to_idx = OrderedDict((object_id, new) for new, object_id in enumerate(keep))
+    session._obj_idx_to_id = OrderedDict((new, object_id) for new, object_id in enumerate(keep))
+    session.obj_ids = list(keep)
+    session.obj_with_new_inputs = [i for i in session.obj_with_new_inputs if i in session._obj_id_to_idx]

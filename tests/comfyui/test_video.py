@@ -1,0 +1,101 @@
+"""GroundingDinoSAMTrack inside real ComfyUI servers, on frames of the shared clip, against the library's tracking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DINO_FILE, SAM2_FILE, comfy_image, measure
+from PIL import Image
+from test_server import Graph, assert_success, iou, preview_text, saved_masks, saved_pngs, threshold_in_widest_gap
+
+from grounded_sam.images import to_uint8_frames
+from grounded_sam.preview import draw_preview
+
+pytestmark = pytest.mark.comfyui
+
+TRACK = "GroundingDinoSAMTrack (segment anything)"
+CLIP = Path(__file__).resolve().parents[3] / "shared" / "videos" / "bigbuckbunny.mp4"
+FRAMES, SIZE, PROMPT, EVERY = 4, (320, 180), "bunny . tree", 2
+
+
+@pytest.fixture(scope="session")
+def clip_pngs(tmp_path_factory) -> list[Path]:
+    """The clip's first frames, decoded with PyAV, downscaled, as PNG (the server reads them back exactly)."""
+    from grounded_sam.video.frames import open_frames
+
+    out = tmp_path_factory.mktemp("clip")
+    paths = []
+    for index, frame in enumerate(open_frames(CLIP)):
+        if index == FRAMES:
+            break
+        path = out / f"bunny_{index:03d}.png"
+        Image.fromarray(frame.numpy()).resize(SIZE, Image.BILINEAR).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def track_case(server_checkpoints, clip_pngs):
+    """The library's tracking of the same frames with the server's model files."""
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+
+    pipeline = GroundedSam(load_grounding_dino(server_checkpoints["dino"], "cpu"), load_sam(server_checkpoints["sam2"], "cpu"), "fp32")
+    images = torch.cat([comfy_image(p) for p in clip_pngs])
+    scores = pipeline.detector.detect(to_uint8_frames(images[:1])[0], PROMPT, DetectionSettings(0.0, 0.0)).scores
+    threshold = threshold_in_widest_gap(scores, range(2, 4), min_gap=1e-4)
+    settings = DetectionSettings(threshold, 0.25, max_detections=3)
+    results = list(pipeline.track(images, PROMPT, settings, redetect_every=EVERY))
+    return {"threshold": threshold, "images": images, "results": results}
+
+
+def test_track_node_matches_the_library(server, clip_pngs, track_case):
+    for png in clip_pngs:
+        (server.input_dir / png.name).write_bytes(png.read_bytes())
+    g = Graph()
+    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_FILE)
+    dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
+    loads = [g.add("LoadImage", image=p.name) for p in clip_pngs]
+    images = [loads[0], 0]
+    for other in loads[1:]:
+        images = [g.add("ImageBatch", image1=images, image2=[other, 0]), 0]
+    track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], images=images, prompt=PROMPT,
+                  threshold=track_case["threshold"], redetect_every=EVERY, max_objects=3)
+    merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="track_mask")
+    preview = g.add("SaveImage", images=[g.add("PreviewDetections (segment anything)", image=images, detections=[track, 1]), 0],
+                    filename_prefix="track_preview")
+    pick = g.add("PickObjects (segment anything)", detections=[track, 1], label="", top_k=0, rank_by="score", track_ids="1")
+    picked = g.add("SaveImage", images=[g.add("MaskToImage", mask=[pick, 1]), 0], filename_prefix="track_pick")
+    rows = g.add("PreviewAny", source=[track, 2])
+    boxes = g.add("PreviewAny", source=[track, 3])
+    run = server.run(g.nodes)
+    assert_success(run)
+
+    expected = track_case["results"]
+    assert len(expected) == FRAMES and all(len(r) for r in expected), "the library found nothing: a trivial comparison"
+    got = saved_masks(server, run, merged)
+    assert got.shape[0] == FRAMES
+    for index, found in enumerate(expected):
+        assert iou(got[index], found.masks.any(0)) >= 0.999, index
+    want_rows = [{**row, "frame": index} for index, found in enumerate(expected) for row in found.to_json()]
+    got_rows = json.loads(preview_text(run, rows))
+    assert [(r["frame"], r["track_id"], r["label"]) for r in got_rows] == [(r["frame"], r["track_id"], r["label"]) for r in want_rows]
+    for a, b in zip(got_rows, want_rows, strict=True):
+        assert np.allclose(a["box_xyxy"], b["box_xyxy"], atol=1e-3) and abs(a["score"] - b["score"]) < 1e-3
+        assert a["mask_area"] == b["mask_area"]
+    per_frame = json.loads(preview_text(run, boxes))
+    assert [[b["track_id"] for b in frame] for frame in per_frame] == [r.track_id.tolist() for r in expected]
+    # colours: the preview of each frame is the library's drawing, where a track's colour follows its id
+    frames = to_uint8_frames(track_case["images"])
+    for index, picture in enumerate(saved_pngs(server, run, preview)):
+        want = draw_preview(frames[index], expected[index]).numpy().astype(int)
+        assert np.abs(picture[..., :3].astype(int) - want).max() <= 1, index
+    only_one = saved_masks(server, run, picked)
+    for index, found in enumerate(expected):
+        rows_1 = (found.track_id == 1).nonzero().flatten()
+        want = found.masks[rows_1].any(0) if len(rows_1) else torch.zeros(found.image_size, dtype=torch.bool)
+        assert iou(only_one[index], want) >= 0.999, index
+    measure(server.version, "track 4 frames", seconds=round(run.seconds, 1), tracks=sorted({r["track_id"] for r in got_rows}))
