@@ -148,6 +148,7 @@ def test_sam21_propagation_matches_meta_video_predictor(sam2_tiny, tmp_path):
         worst_iou = min(worst_iou, float(iou.min()))
         worst_logit = max(worst_logit, float((logits - ref).abs().max()))
         assert torch.equal(ours.full_size(low_res), masks)
+    print(f"SAM 2.1 propagation vs Meta, 16 frames x 2 objects: min mask IoU {worst_iou:.6f}, max |logit diff| {worst_logit:.2e}")
     assert worst_iou >= 0.999, worst_iou
     assert worst_logit < 1e-3, worst_logit
     # only the memory window is held: no frame's pixels but the last, no output older than 16 frames
@@ -200,29 +201,29 @@ def sam21(sam2_tiny):
 
 @pytest.mark.parity  # SAM 2.1 end to end, its frames compared with SAM 2's own propagation: the heavy tier
 def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21):
-    frames = clip_frames(6, size=(320, 180))
+    frames = clip_frames(4, size=(320, 180))
     size = (180, 320)
     a, b = [10.0, 20.0, 150.0, 170.0], [200.0, 10.0, 310.0, 90.0]
     # (with random weights SAM 2's propagated mask of a drifts from a fresh box mask of a, so a
     # re-detection of a would be a coin toss; ids on re-detection are tested on drawn masks above)
     detector = ScriptedDetector([([a], ["bunny"]), ([b], ["bird"])], size)
     pipeline = GroundedSam(detector, sam21, precision="fp32")
-    results = list(pipeline.track(torch.stack(frames), "bunny . bird", redetect_every=3, backtrack=3))
-    assert detector.calls == 2 and len(results) == 6
+    results = list(pipeline.track(torch.stack(frames), "bunny . bird", redetect_every=2, backtrack=2))
+    assert detector.calls == 2 and len(results) == 4
     ids = [r.track_id.tolist() for r in results]
     assert all(len(set(i)) == len(i) for i in ids)
-    # track 1 is on every frame, and its masks on frames 0-2 are SAM 2's own propagation of box a
+    # track 1 is on every frame, and its masks on frames 0-1 are SAM 2's own propagation of box a
     alone = Propagation(sam21.video, size)
     alone.add_boxes(0, [1], torch.tensor([a]))
-    for index in range(3):
+    for index in range(2):
         found = results[index]
         row = found.track_id.tolist().index(1)
         expected = alone.full_size(alone.step(index, frames[index])[1])[0]
         assert torch.equal(found.masks[row], expected)
         assert 0 < int(expected.sum()) < expected.numel()
-    # b, first found on frame 3, is a new track (2) with masks on the frames before it too
-    assert all(2 in i for i in ids[3:]), ids
-    assert all(2 in i for i in ids[:3]), f"no backward pass: {ids}"
+    # b, first found on frame 2, is a new track (2) with masks on the frames before it too
+    assert all(2 in i for i in ids[2:]), ids
+    assert all(2 in i for i in ids[:2]), f"no backward pass: {ids}"
     assert {r.labels[r.track_id.tolist().index(2)] for r in results} == {"bird"}
     for found in results:
         assert found.masks.shape[1:] == size and found.num_frames == 1
@@ -232,10 +233,26 @@ def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21):
 
 
 def test_a_prompt_that_finds_nothing_gives_an_empty_result_per_frame(detector, sam21):
+    from grounded_sam import CancelledError, RunHooks
+
     frames = torch.stack(clip_frames(3, size=(160, 90)))
-    results = list(GroundedSam(detector, sam21, "fp32").track(frames, "bunny", DetectionSettings(box_threshold=1.0), redetect_every=1))
+    progress = []
+    hooks = RunHooks(on_progress=lambda done, total: progress.append((done, total)))
+    results = list(GroundedSam(detector, sam21, "fp32").track(frames, "bunny", DetectionSettings(box_threshold=1.0), redetect_every=1, hooks=hooks))
     assert [len(r) for r in results] == [0, 0, 0]
     assert all(r.masks.shape == (0, 90, 160) and r.track_id.shape == (0,) for r in results)
+    # the bar counts the whole clip: it moves frame by frame to 3 frames of 3
+    assert {total for _, total in progress} == {300} and progress[-1][0] == 300
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    # a cancel in the second frame stops the run; the first frame's result was already handed over
+    asked = []
+    stop = RunHooks(check_cancel=lambda: asked.append(1) or len(asked) > 3)
+    got = []
+    with pytest.raises(CancelledError):
+        for found in GroundedSam(detector, sam21, "fp32").track(frames, "bunny", DetectionSettings(box_threshold=1.0), redetect_every=1,
+                                                                backtrack=0, hooks=stop):
+            got.append(found)
+    assert len(got) >= 1
 
 
 # --- bad input, caught before any model runs ------------------------------------------------
@@ -317,3 +334,19 @@ def test_cli_track_refuses_a_bad_clip_before_loading_models(tmp_path, capsys):
     code = main(["track", str(bad), "--prompt", "bunny", "--out", str(tmp_path / "out"), "--dino", "nowhere.pth", "--sam", "nowhere.pt"])
     assert code == 2
     assert "not a video" in capsys.readouterr().err
+
+
+def test_a_video_reads_from_bytes_and_within_its_trim_window(tmp_path):
+    """What ComfyUI's VIDEO hands over: a file or its bytes, and a (start, duration) trim in seconds."""
+    import io
+
+    from grounded_sam.video.frames import open_video
+
+    frames = clip_frames(5, size=(64, 36))
+    path = write_clip(tmp_path / "clip.mkv", frames)  # 25 frames a second, lossless
+    whole = list(open_frames(path))
+    assert len(whole) == 5 and whole[0].shape == (36, 64, 3)
+    from_bytes = list(open_frames(io.BytesIO(path.read_bytes())))
+    assert all(torch.equal(a, b) for a, b in zip(whole, from_bytes, strict=True))
+    trimmed = list(open_video(path, "clip", window=(0.04, 0.08)))  # frames 1 and 2
+    assert len(trimmed) == 2 and torch.equal(trimmed[0], whole[1]) and torch.equal(trimmed[1], whole[2])

@@ -16,6 +16,7 @@ from types import ModuleType
 
 import torch
 
+from ..errors import InputError
 from ..model_files import (
     DINO_FOLDER,
     KNOWN_MODELS,
@@ -157,3 +158,17 @@ def progress_reporter(total: int) -> Callable[[int, int], None] | None:
 def cancel_check() -> Callable[[], None] | None:
     mm = _comfy("comfy.model_management")
     return mm.throw_exception_if_processing_interrupted if mm is not None else None
+
+
+def video_source(video) -> tuple[object, int | None, tuple[float, float]]:
+    """A core ``VIDEO`` (``LoadVideo``'s) as what PyAV opens a frame at a time, without decoding it all:
+    (a path or a file object, the frame count when the video knows it, its trim window in seconds)."""
+    if not hasattr(video, "get_stream_source"):
+        raise InputError(f"video is a {type(video).__name__}, not ComfyUI's VIDEO: connect a 'Load Video' node")
+    source = video.get_stream_source()
+    try:
+        count = int(video.get_frame_count())
+    except Exception:  # noqa: BLE001 - a count is only for the progress bar
+        count = None
+    window = video.get_active_trim_window() if hasattr(video, "get_active_trim_window") else (0.0, 0.0)
+    return source, count, (float(window[0]), float(window[1]))

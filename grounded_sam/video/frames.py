@@ -48,6 +48,10 @@ class Frames:
 
 def open_frames(source: torch.Tensor | np.ndarray | str | Path | Iterable) -> Frames:
     """``source``'s frames: an IMAGE batch ``[B, H, W, C]``, a video file, a folder of images or an iterable."""
+    if isinstance(source, Frames):
+        return source
+    if hasattr(source, "read") and hasattr(source, "seek"):  # a video file's bytes (ComfyUI's in-memory VIDEO)
+        return open_video(source, "the video")
     if isinstance(source, (torch.Tensor, np.ndarray)):
         if source.ndim == 3:
             source = source[None]
@@ -61,7 +65,7 @@ def open_frames(source: torch.Tensor | np.ndarray | str | Path | Iterable) -> Fr
             return _folder(path)
         if not path.is_file():
             raise InputError(f"clip not found: {path} (give a video file or a folder of frames)")
-        return _video_file(path)
+        return open_video(path, str(path))
     if isinstance(source, Iterable):
         return Frames(source, len(source) if hasattr(source, "__len__") else None, "the frames")
     raise InputError(f"cannot read frames from a {type(source).__name__}: give an IMAGE batch, a video file or a folder of images")
@@ -79,25 +83,35 @@ def _folder(path: Path) -> Frames:
     return Frames(read(), len(files), str(path), [f.name for f in files])
 
 
-def _video_file(path: Path) -> Frames:
+def open_video(file, name: str, window: tuple[float, float] = (0.0, 0.0), count: int | None = None) -> Frames:
+    """A video (a path or a file object) decoded a frame at a time with PyAV; ``window`` (start, duration) in
+    seconds keeps only the frames shown in it (duration 0: to the end)."""
     import av
 
+    path = name
     try:
-        container = av.open(str(path))
+        container = av.open(str(file) if isinstance(file, Path) else file)
         stream = container.streams.video[0]
     except (av.error.FFmpegError, IndexError, OSError) as err:
         raise InputError(f"{path} is not a video this can decode ({err}): give an .mp4/.mkv/.webm/.mov file or a folder of frames") from err
-    count = int(stream.frames) or None
+    start, duration = window
+    trimmed = start > 0 or duration > 0
+    count = count if count is not None else (None if trimmed else int(stream.frames) or None)
 
     def decode() -> Iterator[torch.Tensor]:
         try:
             for frame in container.decode(stream):
+                if trimmed and frame.time is not None:
+                    if frame.time < start - 1e-6:
+                        continue
+                    if duration > 0 and frame.time >= start + duration - 1e-6:
+                        break
                 yield torch.from_numpy(frame.to_ndarray(format="rgb24"))
         except av.error.FFmpegError as err:
             raise InputError(f"{path} could not be decoded past this point ({err}): the file may be cut short") from err
         finally:
             container.close()
 
-    frames = Frames(decode(), count, str(path))
+    frames = Frames(decode(), count, name)
     frames.fps = float(stream.average_rate) if stream.average_rate else None
     return frames

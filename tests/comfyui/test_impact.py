@@ -221,7 +221,7 @@ def test_impact_needs_stay_out_of_the_packs_environment(impact_server):
         assert layered and not found, f"{module}: in Impact's layer {layered}, in ComfyUI's own environment {found}"
 
 
-FILE_CHOICES = {"ckpt_name", "image", "model_name"}  # the files a user has: not the test server's
+FILE_CHOICES = {"ckpt_name", "image", "model_name", "file"}  # the files a user has: not the test server's
 
 
 def workflow_problems(workflow: dict, object_info: dict) -> list[str]:
@@ -244,7 +244,7 @@ def workflow_problems(workflow: dict, object_info: dict) -> list[str]:
                 source = workflow.get(value[0])
                 outputs = object_info.get(source["class_type"], {}).get("output", []) if source else []
                 given = outputs[value[1]] if value[1] < len(outputs) else None
-                if given != kind and not (choices is not None and given == "COMBO"):
+                if given != kind and kind != "*" and not (choices is not None and given == "COMBO"):  # "*" takes any type
                     problems.append(f"{node_id}.{name}: linked to {given!r}, takes {kind!r}")
             elif choices is not None and name not in FILE_CHOICES and value not in choices:
                 problems.append(f"{node_id}.{name}: {value!r} is not one of its choices")

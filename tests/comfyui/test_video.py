@@ -10,10 +10,20 @@ import pytest
 import torch
 from conftest import DINO_FILE, SAM2_FILE, comfy_image, measure
 from PIL import Image
-from test_server import Graph, assert_success, iou, preview_text, saved_masks, saved_pngs, threshold_in_widest_gap
+from test_server import (
+    Graph,
+    assert_success,
+    interrupted_run,
+    iou,
+    preview_text,
+    saved_masks,
+    saved_pngs,
+    threshold_in_widest_gap,
+)
 
 from grounded_sam.images import to_uint8_frames
 from grounded_sam.preview import draw_preview
+from grounded_sam.steps import STEPS_PER_FRAME
 
 pytestmark = pytest.mark.comfyui
 
@@ -99,3 +109,70 @@ def test_track_node_matches_the_library(server, clip_pngs, track_case):
         want = found.masks[rows_1].any(0) if len(rows_1) else torch.zeros(found.image_size, dtype=torch.bool)
         assert iou(only_one[index], want) >= 0.999, index
     measure(server.version, "track 4 frames", seconds=round(run.seconds, 1), tracks=sorted({r["track_id"] for r in got_rows}))
+
+
+@pytest.fixture(scope="session")
+def clip_file(tmp_path_factory, clip_pngs) -> Path:
+    """The same frames as a lossless RGB video file (FFV1, bgr0), for core Load Video: it decodes to the PNGs' pixels."""
+    import av
+
+    path = tmp_path_factory.mktemp("video") / "bunny_clip.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=24)
+        stream.width, stream.height = SIZE
+        stream.pix_fmt = "bgr0"
+        for png in clip_pngs:
+            frame = av.VideoFrame.from_ndarray(np.asarray(Image.open(png).convert("RGB")), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    from grounded_sam.video.frames import open_frames
+
+    decoded = list(open_frames(path))
+    assert all(np.array_equal(frame.numpy(), np.asarray(Image.open(png).convert("RGB"))) for frame, png in zip(decoded, clip_pngs, strict=True))
+    return path
+
+
+def test_track_node_takes_core_video_a_frame_at_a_time(server, clip_file, track_case):
+    """Load Video -> the track node's ``video``: the library's tracking of the same frames (the file decodes to them exactly)."""
+    (server.input_dir / clip_file.name).write_bytes(clip_file.read_bytes())
+    g = Graph()
+    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_FILE)
+    dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
+    video = g.add("LoadVideo", file=clip_file.name)
+    track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], video=[video, 0], prompt=PROMPT,
+                  threshold=track_case["threshold"], redetect_every=EVERY, max_objects=3)
+    merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="track_video_mask")
+    rows = g.add("PreviewAny", source=[track, 2])
+    run = server.run(g.nodes)
+    assert_success(run)
+    expected = track_case["results"]
+    got = saved_masks(server, run, merged)
+    assert got.shape[0] == FRAMES
+    for index, found in enumerate(expected):
+        assert iou(got[index], found.masks.any(0)) >= 0.999, index
+    got_rows = json.loads(preview_text(run, rows))
+    want_rows = [{**row, "frame": index} for index, found in enumerate(expected) for row in found.to_json()]
+    assert [(r["frame"], r["track_id"], r["label"], r["mask_area"]) for r in got_rows] == [
+        (r["frame"], r["track_id"], r["label"], r["mask_area"]) for r in want_rows
+    ]
+    measure(server.version, "track 4 frames from VIDEO", seconds=round(run.seconds, 1))
+
+
+def test_track_progress_moves_per_frame_and_cancel_stops_it(server, clip_file, track_case):
+    """The bar moves frame by frame; an interrupt in the second frame stops the node within 2 s."""
+    (server.input_dir / clip_file.name).write_bytes(clip_file.read_bytes())
+    g = Graph()
+    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_FILE)
+    dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
+    video = g.add("LoadVideo", file=clip_file.name)
+    track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], video=[video, 0], prompt=PROMPT,
+                  threshold=track_case["threshold"], redetect_every=3, max_objects=3)  # not the cached run
+    g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="track_interrupted")
+    second_frame = STEPS_PER_FRAME + STEPS_PER_FRAME // 5
+    run, latency, values = interrupted_run(server, g, track, lambda seconds, progress: progress >= second_frame)
+    assert run.status == "interrupted"
+    assert latency < 2.0, latency
+    assert any(0 < v < STEPS_PER_FRAME for v in values) and max(values) < FRAMES * STEPS_PER_FRAME, values
+    measure(server.version, "track interrupted in frame 2", latency_s=round(latency, 2), last_progress=max(values))

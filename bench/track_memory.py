@@ -1,0 +1,93 @@
+"""Peak RSS of ``grounded-sam track``'s path on a short and a long clip at the same frame size.
+
+Each length runs in a fresh process (VmHWM, its own high-water mark): frames stream from the
+shared clip (1280x720, decoded with PyAV a frame at a time, looped to the length asked), the
+tracker follows up to 2 objects with ``redetect_every=10``, and every result goes through the
+command line's writer (tracks.json and MOT after every frame). Random weights in the release
+formats: a tiny Grounding DINO and SAM 2.1 tiny as released.
+
+    python bench/track_memory.py --frames 60 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+CLIP = ROOT.parent / "shared" / "videos" / "bigbuckbunny.mp4"
+
+
+def looped_frames(count: int):
+    from grounded_sam.video.frames import open_frames
+
+    def forever():
+        while True:
+            yield from open_frames(CLIP)
+
+    return itertools.islice(forever(), count)
+
+
+def child(frames: int, dino: str, sam: str, out: str) -> None:
+    from run import own_peak_rss_mib
+
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+    from grounded_sam.video.writer import TrackWriter
+
+    pipeline = GroundedSam(load_grounding_dino(dino, "cpu"), load_sam(sam, "cpu"), "fp32")
+    settings = DetectionSettings(box_threshold=0.0, text_threshold=0.0, max_detections=2)
+    loaded = own_peak_rss_mib()
+    started = time.monotonic()
+    peaks = {}
+    with TrackWriter(Path(out)) as writer:
+        for index, found in enumerate(pipeline.track(looped_frames(frames), "bunny . tree", settings, redetect_every=10)):
+            writer.add(index, None, found)
+            if (index + 1) % 30 == 0:
+                peaks[index + 1] = round(own_peak_rss_mib(), 1)
+                print(json.dumps({"frames": index + 1, "peak_rss_mib": peaks[index + 1], "seconds": round(time.monotonic() - started, 1)}),
+                      file=sys.stderr, flush=True)
+    tracks = {row["track_id"] for entry in json.loads((Path(out) / "tracks.json").read_text()) for row in entry["objects"]}
+    print(json.dumps({"frames": writer.frames, "peak_rss_mib": round(own_peak_rss_mib(), 1), "after_loading_mib": round(loaded, 1),
+                      "peak_at_frame": peaks, "seconds": round(time.monotonic() - started, 1), "tracks": sorted(tracks)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, nargs="+", default=[60, 600])
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(int(args.child[0]), *args.child[1:])
+        return
+    from reference_models import (
+        TINY_DINO,
+        bert_folder,
+        meta_sam2,
+        original_grounding_dino,
+        save_original_release,
+        save_sam2_release,
+    )
+
+    work = Path(tempfile.mkdtemp(prefix="track-memory-"))
+    dino = save_original_release(original_grounding_dino(bert_folder(work / "bert"), **TINY_DINO), work / "groundingdino_tiny.pth")
+    sam = save_sam2_release(meta_sam2("2.1-tiny", seed=3), work / "sam2.1_hiera_tiny.pt")
+    results = {}
+    for frames in args.frames:
+        run = subprocess.run([sys.executable, __file__, "--child", str(frames), str(dino), str(sam), str(work / f"out{frames}")],
+                             capture_output=True, text=True, check=True)
+        results[frames] = json.loads(run.stdout.strip().splitlines()[-1])
+        print(frames, results[frames], flush=True)
+    short, long = results[min(args.frames)], results[max(args.frames)]
+    print(json.dumps({"runs": results, "long_over_short": round(long["peak_rss_mib"] / short["peak_rss_mib"], 3)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
