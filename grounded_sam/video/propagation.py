@@ -57,10 +57,6 @@ class Propagation:
             dtype=torch.float32,
         )
 
-    @property
-    def object_ids(self) -> list[int]:
-        return list(self.session.obj_ids)
-
     def add_boxes(self, frame_index: int, object_ids: list[int], boxes: torch.Tensor) -> None:
         """Objects prompted by pixel xyxy ``boxes`` on ``frame_index`` (the next frame ``step`` is given)."""
         h, w = self.frame_size
