@@ -134,15 +134,21 @@ def clip_file(tmp_path_factory, clip_pngs) -> Path:
     return path
 
 
-def test_track_node_takes_core_video_a_frame_at_a_time(server, clip_file, track_case):
-    """Load Video -> the track node's ``video``: the library's tracking of the same frames (the file decodes to them exactly)."""
+def video_track_graph(server, clip_file: Path, threshold: float, every: int) -> tuple[Graph, str]:
+    """Both loaders, Load Video of ``clip_file`` (copied into the server's input folder) and the track node on it."""
     (server.input_dir / clip_file.name).write_bytes(clip_file.read_bytes())
     g = Graph()
     sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_FILE)
     dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
     video = g.add("LoadVideo", file=clip_file.name)
     track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], video=[video, 0], prompt=PROMPT,
-                  threshold=track_case["threshold"], redetect_every=EVERY, max_objects=3)
+                  threshold=threshold, redetect_every=every, max_objects=3)
+    return g, track
+
+
+def test_track_node_takes_core_video_a_frame_at_a_time(server, clip_file, track_case):
+    """Load Video -> the track node's ``video``: the library's tracking of the same frames (the file decodes to them exactly)."""
+    g, track = video_track_graph(server, clip_file, track_case["threshold"], EVERY)
     merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="track_video_mask")
     rows = g.add("PreviewAny", source=[track, 2])
     run = server.run(g.nodes)
@@ -162,13 +168,7 @@ def test_track_node_takes_core_video_a_frame_at_a_time(server, clip_file, track_
 
 def test_track_progress_moves_per_frame_and_cancel_stops_it(server, clip_file, track_case):
     """The bar moves frame by frame; an interrupt in the second frame stops the node within 2 s."""
-    (server.input_dir / clip_file.name).write_bytes(clip_file.read_bytes())
-    g = Graph()
-    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_FILE)
-    dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
-    video = g.add("LoadVideo", file=clip_file.name)
-    track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], video=[video, 0], prompt=PROMPT,
-                  threshold=track_case["threshold"], redetect_every=3, max_objects=3)  # not the cached run
+    g, track = video_track_graph(server, clip_file, track_case["threshold"], 3)  # not the cached run
     g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="track_interrupted")
     second_frame = STEPS_PER_FRAME + STEPS_PER_FRAME // 5
     run, latency, values = interrupted_run(server, g, track, lambda seconds, progress: progress >= second_frame)
