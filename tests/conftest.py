@@ -129,6 +129,22 @@ def sam2_tiny(models_dir):
 
 
 @pytest.fixture(scope="session")
+def sam2_video_folder_512(models_dir, sam2_tiny) -> Path:
+    """``sam2_tiny``'s weights as the hub's ``sam2_video`` folder, its config reading frames at 512 pixels.
+
+    The tracking tests that check bookkeeping, not SAM 2's input size, run on it: memory attention
+    costs the square of the tokens, so a frame costs about a seventh of the release's 1024.
+    """
+    from reference_models import sam2_video_at_size
+
+    from grounded_sam import load_sam
+
+    folder = models_dir / "sam2.1-hiera-tiny-512"
+    sam2_video_at_size(load_sam(sam2_tiny[1], "cpu").video, 512).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def sam3_release(models_dir, bus):
     """(Meta's SAM 3 image model with its box-to-mask head, its ``sam3.pt``-format file), two ViT and two text layers."""
     from reference_models import calibrate_sam3, meta_sam3, save_sam3_release

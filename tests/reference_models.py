@@ -7,6 +7,7 @@ gammas) are exercised too: a wrong mapping of any tensor changes the outputs.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from functools import partial
 from pathlib import Path
@@ -247,6 +248,28 @@ def save_sam2_release(model: torch.nn.Module, path: Path) -> Path:
     """As Meta ships ``sam2.1_hiera_*.pt``: ``{"model": state_dict}``."""
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+def sam2_video_at_size(video, size: int):
+    """The same ``Sam2VideoModel`` weights (shared, not copied) read at ``size`` pixels instead of 1024.
+
+    No tensor depends on SAM 2's input size, only the config: Meta's side takes it as the hydra
+    override ``++model.image_size``. Memory attention costs the square of the tokens, so a test at
+    512 runs about 7x faster and checks the same maths (one full-size case stays).
+    """
+    from transformers import Sam2VideoModel
+
+    from grounded_sam.checkpoints import without_initial_values
+
+    config = copy.deepcopy(video.config)
+    grid = size // 16  # the coarsest feature map: one token per 16 pixels
+    config.image_size = size
+    config.prompt_encoder_config.image_size = size
+    config.vision_config.backbone_feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
+    config.memory_attention_rope_feat_sizes = [grid, grid]
+    other = without_initial_values(lambda: Sam2VideoModel(config)).eval()
+    other.load_state_dict(video.state_dict(keep_vars=True), strict=True, assign=True)
+    return other
 
 
 @contextlib.contextmanager

@@ -114,26 +114,36 @@ def clip_frames(count: int, folder: Path | None = None, size: tuple[int, int] | 
 
 
 @pytest.mark.parity
-def test_sam21_propagation_matches_meta_video_predictor(sam2_tiny, tmp_path):
-    """16 frames of the shared clip, two box prompts on frame 0, ``propagate_in_video``: per frame, per object.
+@pytest.mark.parametrize(("size", "count"), [(512, 16), (1024, 3)], ids=["16 frames at 512", "3 frames at full size"])
+def test_sam21_propagation_matches_meta_video_predictor(sam2_tiny, tmp_path, size, count):
+    """Frames of the shared clip, two box prompts on frame 0, ``propagate_in_video``: per frame, per object.
 
+    The release file through our loader on both sides. Sixteen frames (the whole memory window
+    filled, and object pointers from up to 15 frames back) run at 512 pixels on both sides, the
+    same weights read at a smaller input size (memory attention costs the square of the tokens:
+    about 40 s instead of about 290 s); three frames run at the release's 1024, its real config.
     Meta's predictor is built with ``fill_hole_area=8`` but skips hole filling without its CUDA
     extension (it warns); ours never fills holes, so both run the same maths here.
     """
     pytest.importorskip("sam2")
+    from reference_models import sam2_video_at_size
     from sam2.build_sam import build_sam2_video_predictor
 
     _, path = sam2_tiny
-    frames = clip_frames(16, tmp_path / "frames")
+    frames = clip_frames(count, tmp_path / "frames")
     boxes = torch.tensor([[300.0, 100.0, 900.0, 600.0], [50.0, 300.0, 400.0, 700.0]])
-    predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(path), device="cpu")
+    overrides = [f"++model.image_size={size}"] if size != 1024 else []
+    predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(path), device="cpu", hydra_overrides_extra=overrides)
     state = predictor.init_state(str(tmp_path / "frames"))
     for obj_id, box in enumerate(boxes, start=1):
         predictor.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, box=box.numpy())
     reference = {index: logits[:, 0].clone() for index, _, logits in predictor.propagate_in_video(state)}
-    assert sorted(reference) == list(range(16))
+    assert sorted(reference) == list(range(count))
 
-    ours = Propagation(load_sam(path, "cpu").video, tuple(frames[0].shape[:2]))
+    video = load_sam(path, "cpu").video
+    assert video.config.image_size == 1024  # the release's size, as loaded
+    ours = Propagation(video if size == 1024 else sam2_video_at_size(video, size), tuple(frames[0].shape[:2]))
+    assert ours.image_size == size
     ours.add_boxes(0, [1, 2], boxes)
     worst_iou, worst_logit = 1.0, 0.0
     for index, frame in enumerate(frames):
@@ -148,12 +158,46 @@ def test_sam21_propagation_matches_meta_video_predictor(sam2_tiny, tmp_path):
         worst_iou = min(worst_iou, float(iou.min()))
         worst_logit = max(worst_logit, float((logits - ref).abs().max()))
         assert torch.equal(ours.full_size(low_res), masks)
-    print(f"SAM 2.1 propagation vs Meta, 16 frames x 2 objects: min mask IoU {worst_iou:.6f}, max |logit diff| {worst_logit:.2e}")
+    print(f"SAM 2.1 propagation vs Meta at {size}, {count} frames x 2 objects: min mask IoU {worst_iou:.6f}, max |logit diff| {worst_logit:.2e}")
     assert worst_iou >= 0.999, worst_iou
     assert worst_logit < 1e-3, worst_logit
     # only the memory window is held: no frame's pixels but the last, no output older than 16 frames
-    assert list(ours.session.processed_frames) == [15]
-    assert all(min(out["non_cond_frame_outputs"]) >= 15 - 16 for out in ours.session.output_dict_per_obj.values())
+    assert list(ours.session.processed_frames) == [count - 1]
+    assert all(min(out["non_cond_frame_outputs"]) >= count - 1 - 16 for out in ours.session.output_dict_per_obj.values())
+
+
+@pytest.mark.parity
+def test_hub_sam2_video_folder_tracks_like_the_release_file(sam2_tiny, sam2_video_folder_512, tmp_path, bus):
+    """The hub's ``sam2_video`` layout tracks, its image model and video memory one set of weights; a ``sam2``
+    folder (image only) segments but refuses to track, saying what to load."""
+    from reference_models import sam2_video_at_size
+
+    from grounded_sam.sam.sam2_segmenter import Sam2Segmenter
+
+    release = load_sam(sam2_tiny[1], "cpu")
+    hub = load_sam(sam2_video_folder_512, "cpu")
+    assert isinstance(hub, Sam2Segmenter) and hub.name == "SAM 2 Hiera-T" and hub.video is not None
+    assert hub.model.vision_encoder.neck.convs[0].weight is hub.video.vision_encoder.neck.convs[0].weight  # shared
+    assert hub.video.config.image_size == hub.image_size == 512
+    frames = clip_frames(3, size=(320, 180))
+    expected = Propagation(sam2_video_at_size(release.video, 512), (180, 320))
+    ours = Propagation(hub.video, (180, 320))
+    box = torch.tensor([[10.0, 20.0, 150.0, 170.0]])
+    for run in (expected, ours):
+        run.add_boxes(0, [1], box)
+    for index, frame in enumerate(frames):
+        want, got = expected.step(index, frame)[1], ours.step(index, frame)[1]
+        assert (got - want).abs().max() < 1e-4 and torch.equal(ours.full_size(got), expected.full_size(want)), index
+        assert 0 < int((want > 0).sum()) < want.numel(), "a trivial mask proves nothing"
+    # its image path segments too (at its own 512)
+    boxes = torch.tensor([[50.0, 60.0, 400.0, 500.0]])
+    embedding = hub.embed(bus)
+    assert embedding is not None and 0 < int(hub.masks_for_boxes(embedding, boxes).sum())
+    release.model.save_pretrained(tmp_path / "sam2")
+    image_only = load_sam(tmp_path / "sam2", "cpu")
+    assert image_only.video is None
+    with pytest.raises(InputError, match="sam2_video folder to track"):
+        next(iter(GroundedSam(ScriptedDetector([], (180, 320)), image_only, "fp32").track(torch.stack(frames), "bunny")))
 
 
 class ScriptedDetector:
@@ -199,8 +243,19 @@ def sam21(sam2_tiny):
     return load_sam(sam2_tiny[1], "cpu")
 
 
+@pytest.fixture(scope="module")
+def sam21_at_512(sam21):
+    """The same SAM 2.1 weights tracking at 512 pixels (what is checked here is the tracker's bookkeeping, not the size)."""
+    from reference_models import sam2_video_at_size
+
+    from grounded_sam.sam.sam2_segmenter import Sam2Segmenter
+
+    return Sam2Segmenter(sam21.model, sam21.name, sam2_video_at_size(sam21.video, 512))
+
+
 @pytest.mark.parity  # SAM 2.1 end to end, its frames compared with SAM 2's own propagation: the heavy tier
-def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21):
+def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21_at_512):
+    sam21 = sam21_at_512
     frames = clip_frames(4, size=(320, 180))
     size = (180, 320)
     a, b = [10.0, 20.0, 150.0, 170.0], [200.0, 10.0, 310.0, 90.0]
@@ -299,7 +354,8 @@ def write_clip(path: Path, frames: list[torch.Tensor]) -> Path:
 
 
 @pytest.mark.parity  # both models end to end: the heavy tier
-def test_cli_track_writes_tracks_mot_masks_and_preview(dino_checkpoint, sam2_tiny, tmp_path):
+def test_cli_track_writes_tracks_mot_masks_and_preview(dino_checkpoint, sam2_video_folder_512, tmp_path):
+    """The hub's folder layout in ``--sam`` (at 512: what is checked is what the command writes)."""
     import av
 
     from grounded_sam.cli import main
@@ -307,7 +363,7 @@ def test_cli_track_writes_tracks_mot_masks_and_preview(dino_checkpoint, sam2_tin
     clip = write_clip(tmp_path / "clip.mkv", clip_frames(4, size=(160, 96)))
     out = tmp_path / "out"
     code = main(["track", str(clip), "--prompt", "bunny . tree", "--out", str(out), "--dino", str(dino_checkpoint),
-                 "--sam", str(sam2_tiny[1]), "--device", "cpu", "--box-threshold", "0", "--text-threshold", "0",
+                 "--sam", str(sam2_video_folder_512), "--device", "cpu", "--box-threshold", "0", "--text-threshold", "0",
                  "--max-detections", "2", "--redetect-every", "2", "--masks", "png", "--preview", "--no-progress"])
     assert code == 0
     tracks = json.loads((out / "tracks.json").read_text())

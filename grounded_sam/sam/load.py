@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
+from transformers import Sam2Config, Sam2Model, Sam2VideoModel, SamConfig, SamHQConfig, SamHQModel, SamModel
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
@@ -20,7 +20,7 @@ from .sam2_convert import (
     rename_sam2_video_keys,
 )
 from .sam2_segmenter import Sam2Segmenter
-from .sam2_video_model import build_video_model
+from .sam2_video_model import build_video_model, image_model_of
 from .segmenter import SamSegmenter
 from .tiny_vit import TinyViTEncoder
 
@@ -89,15 +89,22 @@ def _segmenter_from_meta_state(state: dict[str, torch.Tensor], source: Path) -> 
     return SamSegmenter(model.float(), arch.name)
 
 
-FOLDER_CLASSES = {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model, "sam2_video": Sam2Model}
+FOLDER_CLASSES = {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model, "sam2_video": Sam2VideoModel}
 
 
 def segmenter_from_folder(path: Path, model_type: str) -> SamSegmenter:
-    """A transformers SAM, HQ-SAM or SAM 2 folder of ``model_type`` (its config's, as ``recognise`` read it)."""
+    """A transformers SAM, HQ-SAM or SAM 2 folder of ``model_type`` (its config's, as ``recognise`` read it).
+
+    A ``sam2_video`` folder (the hub's SAM 2 / 2.1 layout) holds the memory weights too, so it tracks;
+    a ``sam2`` folder segments images only.
+    """
     model = load_complete_folder(FOLDER_CLASSES[model_type], path, "SAM")
-    if isinstance(model, Sam2Model):
+    if isinstance(model, (Sam2Model, Sam2VideoModel)):
         backbone = model.config.vision_config.backbone_config
-        return Sam2Segmenter(model, f"SAM 2 {release_size(backbone.hidden_size, backbone.blocks_per_stage)}")
+        name = f"SAM 2 {release_size(backbone.hidden_size, backbone.blocks_per_stage)}"
+        if isinstance(model, Sam2VideoModel):
+            return Sam2Segmenter(image_model_of(model, path, name), name, model)
+        return Sam2Segmenter(model, name)
     size = {768: "B", 1024: "L", 1280: "H"}.get(model.config.vision_config.hidden_size, "?")
     return SamSegmenter(model, f"{'HQ-SAM' if model_type == 'sam_hq' else 'SAM'} ViT-{size}")
 

@@ -1,8 +1,10 @@
-"""SAM 2 / 2.1's video memory around the image model we already load: transformers' ``Sam2VideoModel``.
+"""SAM 2 / 2.1's video memory beside its image model: transformers' ``Sam2VideoModel``.
 
 The video model shares every image-path weight with the segmenter's ``Sam2Model`` (the same
 ``Parameter`` objects), so tracking costs only the memory modules' few megabytes more, and a host
-that moves the segmenter moves both.
+that moves the segmenter moves both. A Meta release file gives the image model first and its
+memory beside it; a transformers ``sam2_video`` folder (the hub's ``facebook/sam2.1-hiera-*``)
+gives the video model, and the image model is read out of it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import Sam2Model, Sam2VideoConfig, Sam2VideoModel
+from transformers import Sam2Config, Sam2Model, Sam2VideoConfig, Sam2VideoModel
 
 from ..checkpoints import load_exact, require_complete, without_initial_values
 
@@ -35,3 +37,18 @@ def build_video_model(image_model: Sam2Model, video_weights: dict[str, torch.Ten
     require_complete(video, state, source, f"{name} video")
     load_exact(video, state, source, f"{name} video", assign=True)
     return video.eval()
+
+
+def image_model_of(video: Sam2VideoModel, source: Path, name: str) -> Sam2Model:
+    """The ``Sam2Model`` inside ``video``: its image path, the same ``Parameter`` objects (nothing copied)."""
+    config = Sam2Config(
+        vision_config=video.config.vision_config.to_dict(),
+        prompt_encoder_config=video.config.prompt_encoder_config.to_dict(),
+        mask_decoder_config=video.config.mask_decoder_config.to_dict(),
+    )
+    image = without_initial_values(lambda: Sam2Model(config)).eval()
+    wanted = image.state_dict()
+    state = {k: v for k, v in video.state_dict(keep_vars=True).items() if k in wanted}
+    require_complete(image, state, source, f"{name} image")
+    load_exact(image, state, source, f"{name} image", assign=True)
+    return image.eval()

@@ -63,8 +63,8 @@ def check_tracking(pipeline, redetect_every: int, backtrack: int | None) -> Sam2
         raise InputError(f"tracking needs SAM 2 or 2.1 in the SAM socket (its video memory); this pipeline has {kind}: load a sam2.1_hiera_*.pt file")
     if segmenter.video is None:
         raise InputError(
-            f"{segmenter.name} was loaded from an image-only transformers folder, without SAM 2's video memory weights: "
-            "load Meta's release file (sam2.1_hiera_*.pt) to track"
+            f"{segmenter.name} was loaded from an image-only transformers folder (model_type sam2), without SAM 2's video "
+            "memory weights: load Meta's release file (sam2.1_hiera_*.pt) or the hub's sam2_video folder to track"
         )
     return segmenter
 

@@ -40,6 +40,7 @@ WRONG_FILE = "sam_file_in_the_dino_folder.pth"
 SAM3_FILE = "sam3.pt"  # Meta's SAM 3 release format, reduced (two ViT and two text layers), random weights
 MM_FOLDER = "mm_grounding_dino_random"  # a transformers MM-Grounding-DINO folder (small, random weights)
 SAM2_FILE = "sam2.1_hiera_tiny.pt"  # Meta's SAM 2.1 tiny release format, full size, random weights
+SAM2_VIDEO_FOLDER = "sam2.1-hiera-tiny-512"  # the same weights as the hub's sam2_video folder, reading frames at 512
 VITMATTE_DIRNAME = "vitmatte-small-composition-1k"  # the hub folder's name, holding the suite's small random ViTMatte
 QUICK_VERSION = "0.33.0"  # the one version the quick tier (scripts/test.sh --quick) starts
 
@@ -52,14 +53,16 @@ def measure(version: str, case: str, **figures) -> None:
 
 
 @pytest.fixture(scope="session")
-def server_checkpoints(models_dir, sam2_tiny, sam3_release, mm_folder, vitmatte_random) -> dict[str, Path]:
+def server_checkpoints(models_dir, sam2_tiny, sam2_video_folder_512, sam3_release, mm_folder, vitmatte_random) -> dict[str, Path]:
     """The servers' model files, random weights, in the release formats and under the release names:
 
     - Grounding DINO Swin-T and SAM ViT-B with the release's per-layer shapes (BERT-base width, 256-wide
       transformer, 768-wide ViT) and fewer layers, each in a file of the release's exact size (the
       loaders check a release name against its size), so each layer costs what it costs in the release;
     - SAM 2.1 tiny as released, SAM 3 reduced with its tracker, a small MM-Grounding-DINO folder and a
-      small ViTMatte folder (the same files the parity tests use).
+      small ViTMatte folder (the same files the parity tests use);
+    - SAM 2.1 tiny's weights again as the hub's ``sam2_video`` folder reading frames at 512, for the
+      tracking cases (memory attention at 1024 would cost each of them about five times as much).
     """
     from reference_models import REDUCED_SWINT_DINO, bert_folder, meta_sam, original_grounding_dino
 
@@ -75,6 +78,7 @@ def server_checkpoints(models_dir, sam2_tiny, sam3_release, mm_folder, vitmatte_
     save_at_size(sam.state_dict(), paths["sam"], known_model(SAM_FILE).size)
     paths["mm"] = mm_folder
     paths["sam2"] = sam2_tiny[1]
+    paths["sam2_video"] = sam2_video_folder_512
     paths["sam3"] = sam3_release[1]
     paths["vitmatte"] = vitmatte_random
     return paths
@@ -183,6 +187,7 @@ def install_models(tree: Path, checkpoints: dict[str, Path]) -> None:
     os.link(checkpoints["sam3"], sam3_dir / SAM3_FILE)
     os.link(checkpoints["sam"], dino_dir / WRONG_FILE)
     shutil.copytree(checkpoints["mm"], dino_dir / MM_FOLDER)
+    shutil.copytree(checkpoints["sam2_video"], sam_dir / SAM2_VIDEO_FOLDER)
     vitmatte_dir = tree / "models" / "vitmatte"
     shutil.rmtree(vitmatte_dir, ignore_errors=True)
     shutil.copytree(checkpoints["vitmatte"], vitmatte_dir / VITMATTE_DIRNAME)  # where the node's "vitmatte (small)" looks

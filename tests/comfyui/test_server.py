@@ -16,7 +16,18 @@ import numpy as np
 import pytest
 import torch
 from client import ComfyServer, RejectedPrompt, Run
-from conftest import DINO_FILE, MM_FOLDER, PACK_FOLDER, SAM2_FILE, SAM3_FILE, SAM_FILE, WRONG_FILE, comfy_image, measure
+from conftest import (
+    DINO_FILE,
+    MM_FOLDER,
+    PACK_FOLDER,
+    SAM2_FILE,
+    SAM2_VIDEO_FOLDER,
+    SAM3_FILE,
+    SAM_FILE,
+    WRONG_FILE,
+    comfy_image,
+    measure,
+)
 from PIL import Image
 
 from grounded_sam.images import to_uint8_frames
@@ -171,8 +182,8 @@ def test_nodes_register_with_the_seed_sockets(server):
     assert info[PREVIEW]["output"] == ["IMAGE"] and info[PICK]["output"] == ["MASK", "MASK", "GROUNDED_SAM_DETECTIONS", "BOUNDING_BOX"]
     sam_choices = info["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     dino_choices = info["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
-    # files on disk first (SAM 3's folder is listed by both loaders)
-    assert sam_choices[:3] == sorted([SAM_FILE, SAM2_FILE, SAM3_FILE]) and "sam_vit_b (375MB)" in sam_choices
+    # files and model folders on disk first (SAM 3's file is listed by both loaders)
+    assert sam_choices[:4] == sorted([SAM_FILE, SAM2_FILE, SAM2_VIDEO_FOLDER, SAM3_FILE]) and "sam_vit_b (375MB)" in sam_choices
     assert DINO_FILE in dino_choices and WRONG_FILE in dino_choices and "GroundingDINO_SwinT_OGC (694MB)" in dino_choices
     assert SAM3_FILE in dino_choices
 

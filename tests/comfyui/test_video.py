@@ -1,4 +1,9 @@
-"""GroundingDinoSAMTrack inside real ComfyUI servers, on frames of the shared clip, against the library's tracking."""
+"""GroundingDinoSAMTrack inside real ComfyUI servers, on frames of the shared clip, against the library's tracking.
+
+SAM 2.1 comes as the hub's ``sam2_video`` folder reading frames at 512 (what is checked is the node
+against the library, not SAM 2's input size; the release file at 1024 is checked against Meta's
+predictor in tests/test_tracking.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DINO_FILE, SAM2_FILE, comfy_image, measure
+from conftest import DINO_FILE, SAM2_VIDEO_FOLDER, comfy_image, measure
 from PIL import Image
 from test_server import (
     Graph,
@@ -53,7 +58,7 @@ def track_case(server_checkpoints, clip_pngs):
     """The library's tracking of the same frames with the server's model files."""
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
 
-    pipeline = GroundedSam(load_grounding_dino(server_checkpoints["dino"], "cpu"), load_sam(server_checkpoints["sam2"], "cpu"), "fp32")
+    pipeline = GroundedSam(load_grounding_dino(server_checkpoints["dino"], "cpu"), load_sam(server_checkpoints["sam2_video"], "cpu"), "fp32")
     images = torch.cat([comfy_image(p) for p in clip_pngs])
     scores = pipeline.detector.detect(to_uint8_frames(images[:1])[0], PROMPT, DetectionSettings(0.0, 0.0)).scores
     threshold = threshold_in_widest_gap(scores, range(2, 4), min_gap=1e-4)
@@ -66,7 +71,7 @@ def test_track_node_matches_the_library(server, clip_pngs, track_case):
     for png in clip_pngs:
         (server.input_dir / png.name).write_bytes(png.read_bytes())
     g = Graph()
-    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_FILE)
+    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_VIDEO_FOLDER)
     dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
     loads = [g.add("LoadImage", image=p.name) for p in clip_pngs]
     images = [loads[0], 0]
@@ -138,7 +143,7 @@ def video_track_graph(server, clip_file: Path, threshold: float, every: int) -> 
     """Both loaders, Load Video of ``clip_file`` (copied into the server's input folder) and the track node on it."""
     (server.input_dir / clip_file.name).write_bytes(clip_file.read_bytes())
     g = Graph()
-    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_FILE)
+    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_VIDEO_FOLDER)
     dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
     video = g.add("LoadVideo", file=clip_file.name)
     track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], video=[video, 0], prompt=PROMPT,
