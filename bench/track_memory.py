@@ -4,9 +4,12 @@ Each length runs in a fresh process (VmHWM, its own high-water mark): frames str
 shared clip (1280x720, decoded with PyAV a frame at a time, looped to the length asked), the
 tracker follows up to 2 objects with ``redetect_every=10``, and every result goes through the
 command line's writer (tracks.json and MOT after every frame). Random weights in the release
-formats: a tiny Grounding DINO and SAM 2.1 tiny as released.
+formats: a tiny Grounding DINO and SAM 2.1 tiny as released. ``--size 512`` gives SAM 2.1 the same
+weights as the hub's ``sam2_video`` folder reading frames at 512 (a frame costs about a seventh of
+the release's 1024, so a 600-frame run takes minutes, not hours; what is held per frame is the
+same set of tensors, each a quarter of the size).
 
-    python bench/track_memory.py --frames 60 600
+    python bench/track_memory.py --frames 60 600 [--size 512]
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def child(frames: int, dino: str, sam: str, out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[60, 600])
+    parser.add_argument("--size", type=int, default=1024, help="SAM 2.1's input size: 1024 (the release file) or less (a hub folder)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -79,6 +83,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="track-memory-"))
     dino = save_original_release(original_grounding_dino(bert_folder(work / "bert"), **TINY_DINO), work / "groundingdino_tiny.pth")
     sam = save_sam2_release(meta_sam2("2.1-tiny", seed=3), work / "sam2.1_hiera_tiny.pt")
+    if args.size != 1024:
+        from reference_models import sam2_video_at_size
+
+        from grounded_sam import load_sam
+
+        folder = work / f"sam2.1-hiera-tiny-{args.size}"
+        sam2_video_at_size(load_sam(sam, "cpu").video, args.size).save_pretrained(folder)
+        sam = folder
     results = {}
     for frames in args.frames:
         run = subprocess.run([sys.executable, __file__, "--child", str(frames), str(dino), str(sam), str(work / f"out{frames}")],
@@ -86,7 +98,7 @@ def main() -> None:
         results[frames] = json.loads(run.stdout.strip().splitlines()[-1])
         print(frames, results[frames], flush=True)
     short, long = results[min(args.frames)], results[max(args.frames)]
-    print(json.dumps({"runs": results, "long_over_short": round(long["peak_rss_mib"] / short["peak_rss_mib"], 3)}, indent=1))
+    print(json.dumps({"sam_input_size": args.size, "runs": results, "long_over_short": round(long["peak_rss_mib"] / short["peak_rss_mib"], 3)}, indent=1))
 
 
 if __name__ == "__main__":

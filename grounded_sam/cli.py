@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("clip", type=Path, help="a video file (anything PyAV decodes) or a folder of frames")
     track.add_argument("--prompt", required=True, help='objects to find, separated by " . ", e.g. "person . dog"')
     track.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
-    track.add_argument("--exclude", default="", help='things to leave out, e.g. "shadow . reflection"')
+    track.add_argument("--exclude", default="", help='things to leave out, e.g. "shadow . reflection": tracked too, and cut out of every mask')
     track.add_argument("--redetect-every", type=int, default=10, help="run the detector on frame 0 and every N frames after")
     track.add_argument("--backtrack", type=int, default=None,
                        help="frames an object first found late is followed backwards (default: --redetect-every; 0: none)")

@@ -159,12 +159,18 @@ class GroundedSam:
 
     def find_boxes(self, frame: torch.Tensor, prompt: str | Prompt, settings: DetectionSettings, steps: FrameSteps | None = None) -> Detections:
         """One uint8 ``[H, W, 3]`` frame's objects of the kept phrases, boxes clipped to the frame, no masks."""
+        return self.find_kept_and_excluded(frame, prompt, settings, steps)[0]
+
+    def find_kept_and_excluded(
+        self, frame: torch.Tensor, prompt: str | Prompt, settings: DetectionSettings, steps: FrameSteps | None = None
+    ) -> tuple[Detections, Detections]:
+        """One frame's (kept, excluded) objects, as ``find_boxes`` gives the kept ones: a tracker follows both."""
         steps = steps or FrameSteps(RunHooks(), 0, 1)
         prompt = Prompt.parse(prompt)
         with self._autocast(), steps.detection(self.detector.model, whole_frame=True):
             found = self.detector.detect(frame, prompt, settings)
-        kept, _ = split_excluded(found, prompt)
-        return replace(kept, masks=None).clipped_to_image()
+        kept, excluded = split_excluded(found, prompt)
+        return replace(kept, masks=None).clipped_to_image(), replace(excluded, masks=None).clipped_to_image()
 
     def detect_and_segment(
         self,

@@ -208,7 +208,8 @@ class ScriptedDetector:
 
     name = "scripted boxes"
 
-    def __init__(self, script: list[tuple[list[list[float]], list[str]]], size: tuple[int, int]) -> None:
+    def __init__(self, script: list[tuple], size: tuple[int, int]) -> None:
+        """``script``: per detection frame, (boxes, labels) or (boxes, labels, phrase index of each box)."""
         self.script = list(script)
         self.size = size
         self.model = torch.nn.Linear(1, 1)
@@ -228,13 +229,14 @@ class ScriptedDetector:
         pass
 
     def detect(self, frame, prompt, settings) -> Detections:
-        boxes, labels = self.script[self.calls]
+        boxes, labels, *phrases = self.script[self.calls]
         self.calls += 1
         n = len(boxes)
+        phrase_index = torch.tensor(phrases[0], dtype=torch.int64) if phrases else torch.zeros(n, dtype=torch.int64)
         return Detections(
             boxes=torch.tensor(boxes, dtype=torch.float32).reshape(n, 4), scores=torch.linspace(0.9, 0.5, n) if n else torch.zeros(0),
             labels=tuple(labels), frame_index=torch.zeros(n, dtype=torch.int64), image_size=self.size, num_frames=1,
-            phrase_index=torch.zeros(n, dtype=torch.int64),
+            phrase_index=phrase_index,
         )
 
 
@@ -285,6 +287,41 @@ def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21_at_512):
         for k in range(len(found)):  # the box is the mask's extent
             ys, xs = found.masks[k].nonzero(as_tuple=True)
             assert found.boxes[k].tolist() == [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+@pytest.mark.parity  # SAM 2.1 end to end, like the test above
+def test_excluded_objects_are_tracked_and_cut_out_of_every_frame(sam21_at_512):
+    """"bunny", not "bird": the bird, found on frame 2 only, is followed forwards and backwards, and its
+    mask is cut out of the bunny's on every frame, as an image's exclusion cuts; it is never an object."""
+    sam21 = sam21_at_512
+    frames = clip_frames(4, size=(320, 180))
+    size = (180, 320)
+    a, e = [10.0, 20.0, 150.0, 170.0], [60.0, 40.0, 220.0, 140.0]
+    detector = ScriptedDetector([([a], ["bunny"], [0]), ([e], ["bird"], [1])], size)
+    pipeline = GroundedSam(detector, sam21, precision="fp32")
+    results = list(pipeline.track(torch.stack(frames), "bunny", exclude="bird", redetect_every=2, backtrack=2))
+    assert detector.calls == 2 and len(results) == 4
+    assert all(r.track_id.tolist() == [1] and r.labels == ("bunny",) for r in results)
+    # what is expected, from SAM 2's own propagation: a from frame 0 and e from frame 2 in one memory pass (their
+    # memories are encoded as one batch, which moves a's logits by float rounding), and e backwards over 1 and 0
+    forward = Propagation(sam21.video, size)
+    forward.add_boxes(0, [1], torch.tensor([a]))
+    bunny, bird = [], {}
+    for index, frame in enumerate(frames):
+        if index == 2:
+            forward.add_boxes(2, [2], torch.tensor([e]))
+        masks = forward.full_size(forward.step(index, frame)[1])
+        bunny.append(masks[0])
+        if index >= 2:
+            bird[index] = masks[1]
+    back = Propagation(sam21.video, size, reverse=True)
+    back.add_boxes(2, [1], torch.tensor([e]))
+    back.step(2, frames[2])
+    bird.update({i: back.full_size(back.step(i, frames[i])[1])[0] for i in (1, 0)})
+    for index, found in enumerate(results):
+        want = bunny[index] & ~bird[index]
+        assert (bunny[index] & bird[index]).any() and want.any(), f"frame {index}: a cut must remove pixels and leave some, or it proves little"
+        assert torch.equal(found.masks[0], want), index
 
 
 def test_a_prompt_that_finds_nothing_gives_an_empty_result_per_frame(detector, sam21):

@@ -40,7 +40,7 @@ class GroundingDinoSAMTrack:
                                            "tooltip": "detect on frame 0 and every N frames; between, SAM 2 follows the objects"}),
                 "max_objects": ("INT", {"default": 0, "min": 0, "max": 900, "tooltip": "live tracks at most; 0: up to 50"}),
                 "precision": (list(PRECISION_CHOICES), {"default": "fp32", "tooltip": "the detector's precision; SAM 2's memory runs in fp32"}),
-                "exclude": ("STRING", {"default": "", "tooltip": 'things not to track, e.g. "shadow": an object that is one of them is dropped'}),
+                "exclude": ("STRING", {"default": "", "tooltip": 'things to leave out, e.g. "shadow": tracked too, and cut out of every mask on every frame'}),
             },
         }
 

@@ -10,7 +10,10 @@ How a clip is tracked, frame by frame, in one pass:
 - a track whose object is out of sight for more than ``lost_after`` frames ends; until then a
   detection that overlaps its last mask brings it back under the same id;
 - an object first found on frame k > 0 is followed backwards too, over the ``backtrack`` frames
-  before k (held, as 8-bit frames, for that purpose): Grounded-SAM-2's reverse tracking.
+  before k (held, as 8-bit frames, for that purpose): Grounded-SAM-2's reverse tracking;
+- objects of the excluded phrases are tracked the same way (ids of their own, never reported),
+  and on every frame their masks are cut out of the kept objects' masks, as ``exclusion.cut_out``
+  cuts an image's; an object left with no pixel is not on that frame.
 
 Memory stays flat however long the clip: the memory window of features (see ``propagation``),
 ``backtrack`` held frames, and each frame's masks at one bit a pixel until the frame is final
@@ -42,13 +45,17 @@ DEFAULT_MAX_TRACKS = 50
 # Frames a track may go unseen before it ends, in detection intervals (at least this many frames).
 LOST_AFTER_INTERVALS = 3
 LOST_AFTER_MIN_FRAMES = 30
+# Memory ids of excluded objects start here (kept tracks count up from 1, fresh detections are negative).
+EXCLUDED_IDS = 1 << 30
 
 
 @dataclass
 class FrameResult:
-    """One frame's objects until the frame is final: track id -> packed mask."""
+    """One frame's objects until the frame is final: track id -> packed mask, and the excluded objects'
+    pixels (packed), cut out of every mask when the frame is handed out."""
 
     masks: dict[int, np.ndarray]
+    cut: np.ndarray | None = None
 
 
 def check_tracking(pipeline, redetect_every: int, backtrack: int | None) -> Sam2Segmenter:
@@ -103,6 +110,7 @@ class _Tracking:
         self.hooks = hooks
         self.count = count
         self.identities = Identities(lost_after)
+        self.excluded = Identities(lost_after)  # the excluded objects' own ids (memory id EXCLUDED_IDS + id)
         self.labels: dict[int, tuple[str, float]] = {}  # every track's label and latest score, by id
         self.pending: dict[int, FrameResult] = {}
         self.held: deque[tuple[int, torch.Tensor]] = deque(maxlen=backtrack + 1)
@@ -125,26 +133,37 @@ class _Tracking:
         yield from self._final(index)
 
     def _frame(self, index: int, frame: torch.Tensor, steps: FrameSteps) -> None:
-        found = None
+        found = excluded = None
         provisional: list[int] = []
+        provisional_excluded: list[int] = []
         if index % self.redetect_every == 0:
-            found = self.pipeline.find_boxes(frame, self.prompt, self.settings)
+            found, excluded = self.pipeline.find_kept_and_excluded(frame, self.prompt, self.settings)
             limit = self.settings.max_detections or DEFAULT_MAX_TRACKS
             room = max(0, limit - len(self.identities.live))
+            room_excluded = max(0, limit - len(self.excluded.live))
             found = found.first(limit)  # the best-scoring ones: a detection past them could not be kept or matched
+            excluded = excluded.first(limit)
             provisional = [-(i + 1) for i in range(len(found))]
-            if len(found):
-                self.forward.add_boxes(index, provisional, found.boxes)
+            provisional_excluded = [-(len(found) + i + 1) for i in range(len(excluded))]
+            for group, boxes in ((provisional, found.boxes), (provisional_excluded, excluded.boxes)):
+                if group:
+                    self.forward.add_boxes(index, group, boxes)
         steps.plan_segmentation(0)
         with steps.encoder(self.forward.model):
             ids, logits, _ = self.forward.step(index, frame)
         masks = self.forward.full_size(logits)
         by_id = dict(zip(ids, masks, strict=True))
-        if found is not None and len(found):
-            self._join(index, found, provisional, by_id, room)
+        born: list[tuple[int, torch.Tensor]] = []
+        if provisional:
+            born += self._join(found, provisional, by_id, room)
+        if provisional_excluded:
+            born += self._join_excluded(excluded, provisional_excluded, by_id, room_excluded)
+        if born and index > 0 and self.backtrack:
+            self._backwards(index, born)
         self._update(index, by_id)
 
-    def _join(self, index: int, found: Detections, provisional: list[int], by_id: dict, room: int) -> None:
+    def _join(self, found: Detections, provisional: list[int], by_id: dict, room: int) -> list[tuple[int, torch.Tensor]]:
+        """Each fresh detection joins a live track or starts one; returns the new tracks (memory id, box)."""
         current = {t: by_id[t] for t in self.identities.live if t in by_id}
         ids = self.identities.assign(torch.stack([by_id[p] for p in provisional]), current, room)
         born: list[tuple[int, torch.Tensor]] = []
@@ -159,13 +178,31 @@ class _Tracking:
             by_id[track_id] = mask
             self.labels[track_id] = (found.labels[row], float(found.scores[row]))
             born.append((track_id, found.boxes[row]))
-        if born and index > 0 and self.backtrack:
-            self._backwards(index, born)
+        return born
+
+    def _join_excluded(self, excluded: Detections, provisional: list[int], by_id: dict, room: int) -> list[tuple[int, torch.Tensor]]:
+        """The same for excluded objects, among themselves: an excluded object seen again keeps its memory."""
+        current = {t: by_id[EXCLUDED_IDS + t] for t in self.excluded.live if EXCLUDED_IDS + t in by_id}
+        ids = self.excluded.assign(torch.stack([by_id[p] for p in provisional]), current, room)
+        born: list[tuple[int, torch.Tensor]] = []
+        for row, (temp, track_id) in enumerate(zip(provisional, ids, strict=True)):
+            mask = by_id.pop(temp)
+            if track_id is None or EXCLUDED_IDS + track_id in by_id:  # dropped, or one already followed
+                self.forward.drop([temp])
+                continue
+            self.forward.rename(temp, EXCLUDED_IDS + track_id)
+            by_id[EXCLUDED_IDS + track_id] = mask
+            born.append((EXCLUDED_IDS + track_id, excluded.boxes[row]))
+        return born
 
     def _update(self, index: int, by_id: dict[int, torch.Tensor]) -> None:
-        by_id = {t: m for t, m in by_id.items() if t in self.labels}
-        self.forward.drop(self.identities.seen(index, by_id))
-        self.pending[index] = FrameResult({t: _pack(m) for t, m in sorted(by_id.items()) if m.any()})
+        kept = {t: m for t, m in by_id.items() if t in self.labels}
+        excluded = {t - EXCLUDED_IDS: m for t, m in by_id.items() if t >= EXCLUDED_IDS}
+        self.forward.drop(self.identities.seen(index, kept))
+        self.forward.drop([EXCLUDED_IDS + t for t in self.excluded.seen(index, excluded)])
+        cut = [m for m in excluded.values() if m.any()]
+        packed = _pack(torch.stack(cut).any(0)) if cut else None
+        self.pending[index] = FrameResult({t: _pack(m) for t, m in sorted(kept.items()) if m.any()}, packed)
 
     def _backwards(self, index: int, born: list[tuple[int, torch.Tensor]]) -> None:
         """The new objects followed back over the held frames before ``index`` (a separate memory pass)."""
@@ -180,9 +217,14 @@ class _Tracking:
             steps.plan_segmentation(0)
             with steps.encoder(back.model):
                 ids, logits, _ = back.step(earlier, held[earlier])
+            result = self.pending[earlier]
             for track_id, mask in zip(ids, back.full_size(logits), strict=True):
-                if mask.any():
-                    self.pending[earlier].masks[track_id] = _pack(mask)
+                if not mask.any():
+                    continue
+                if track_id >= EXCLUDED_IDS:
+                    result.cut = _pack(mask) if result.cut is None else result.cut | _pack(mask)
+                else:
+                    result.masks[track_id] = _pack(mask)
 
     def _final(self, upto: int) -> Iterator[Detections]:
         for index in sorted(i for i in self.pending if i <= upto):
@@ -190,9 +232,13 @@ class _Tracking:
 
     def _detections(self, result: FrameResult) -> Detections:
         ids = sorted(result.masks)
+        masks = torch.stack([_unpack(result.masks[i], self.size) for i in ids]) if ids else None
+        if masks is not None and result.cut is not None:
+            masks &= ~_unpack(result.cut, self.size)
+            left = masks.flatten(1).any(1)
+            ids, masks = [i for i, k in zip(ids, left.tolist(), strict=True) if k], masks[left]
         if not ids:
             return Detections.empty(1, self.size, with_masks=True)
-        masks = torch.stack([_unpack(result.masks[i], self.size) for i in ids])
         return Detections(
             boxes=_mask_boxes(masks),
             scores=torch.tensor([self.labels[i][1] for i in ids], dtype=torch.float32),
