@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "comfyui"))
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "comfyui"))  # first: its conftest (the servers' helpers), not the unit tests'
 CLIP = ROOT.parent / "shared" / "videos" / "bigbuckbunny.mp4"
 TRACK = "GroundingDinoSAMTrack (segment anything)"
 
