@@ -155,44 +155,31 @@ class _Tracking:
         by_id = dict(zip(ids, masks, strict=True))
         born: list[tuple[int, torch.Tensor]] = []
         if provisional:
-            born += self._join(found, provisional, by_id, room)
+            born += self._join(self.identities, 0, found, provisional, by_id, room)
         if provisional_excluded:
-            born += self._join_excluded(excluded, provisional_excluded, by_id, room_excluded)
+            born += self._join(self.excluded, EXCLUDED_IDS, excluded, provisional_excluded, by_id, room_excluded)
         if born and index > 0 and self.backtrack:
             self._backwards(index, born)
         self._update(index, by_id)
 
-    def _join(self, found: Detections, provisional: list[int], by_id: dict, room: int) -> list[tuple[int, torch.Tensor]]:
-        """Each fresh detection joins a live track or starts one; returns the new tracks (memory id, box)."""
-        current = {t: by_id[t] for t in self.identities.live if t in by_id}
-        ids = self.identities.assign(torch.stack([by_id[p] for p in provisional]), current, room)
+    def _join(
+        self, identities: Identities, offset: int, found: Detections, provisional: list[int], by_id: dict, room: int
+    ) -> list[tuple[int, torch.Tensor]]:
+        """Each fresh detection joins a live track of its group (kept: ``offset`` 0; excluded: ``EXCLUDED_IDS``, no
+        label) or starts one; returns the new tracks (memory id, box). A track joined keeps its memory."""
+        current = {t: by_id[offset + t] for t in identities.live if offset + t in by_id}
+        ids = identities.assign(torch.stack([by_id[p] for p in provisional]), current, room)
         born: list[tuple[int, torch.Tensor]] = []
         for row, (temp, track_id) in enumerate(zip(provisional, ids, strict=True)):
             mask = by_id.pop(temp)
-            if track_id is None or track_id in self.labels:  # dropped, or an existing track seen again
-                self.forward.drop([temp])
-                if track_id is not None:
-                    self.labels[track_id] = (found.labels[row], float(found.scores[row]))
-                continue
-            self.forward.rename(temp, track_id)
-            by_id[track_id] = mask
-            self.labels[track_id] = (found.labels[row], float(found.scores[row]))
-            born.append((track_id, found.boxes[row]))
-        return born
-
-    def _join_excluded(self, excluded: Detections, provisional: list[int], by_id: dict, room: int) -> list[tuple[int, torch.Tensor]]:
-        """The same for excluded objects, among themselves: an excluded object seen again keeps its memory."""
-        current = {t: by_id[EXCLUDED_IDS + t] for t in self.excluded.live if EXCLUDED_IDS + t in by_id}
-        ids = self.excluded.assign(torch.stack([by_id[p] for p in provisional]), current, room)
-        born: list[tuple[int, torch.Tensor]] = []
-        for row, (temp, track_id) in enumerate(zip(provisional, ids, strict=True)):
-            mask = by_id.pop(temp)
-            if track_id is None or EXCLUDED_IDS + track_id in by_id:  # dropped, or one already followed
+            if track_id is not None and offset == 0:
+                self.labels[track_id] = (found.labels[row], float(found.scores[row]))
+            if track_id is None or offset + track_id in by_id:  # dropped, or a live track seen again
                 self.forward.drop([temp])
                 continue
-            self.forward.rename(temp, EXCLUDED_IDS + track_id)
-            by_id[EXCLUDED_IDS + track_id] = mask
-            born.append((EXCLUDED_IDS + track_id, excluded.boxes[row]))
+            self.forward.rename(temp, offset + track_id)
+            by_id[offset + track_id] = mask
+            born.append((offset + track_id, found.boxes[row]))
         return born
 
     def _update(self, index: int, by_id: dict[int, torch.Tensor]) -> None:
