@@ -12,8 +12,9 @@ How a clip is tracked, frame by frame, in one pass:
 - an object first found on frame k > 0 is followed backwards too, over the ``backtrack`` frames
   before k (held, as 8-bit frames, for that purpose): Grounded-SAM-2's reverse tracking;
 - objects of the excluded phrases are tracked the same way (ids of their own, never reported),
-  and on every frame their masks are cut out of the kept objects' masks, as ``exclusion.cut_out``
-  cuts an image's; an object left with no pixel is not on that frame.
+  and on every frame their whole tracked masks are cut out of the kept objects' masks (an image's
+  ``exclusion.cut_out`` cuts only inside the excluded box; between detections a tracked object has
+  no box but its mask's extent); an object left with no pixel is not on that frame.
 
 Memory stays flat however long the clip: the memory window of features (see ``propagation``),
 ``backtrack`` held frames, and each frame's masks at one bit a pixel until the frame is final
