@@ -15,7 +15,7 @@ SHARED=${GROUNDED_SAM_SHARED_DIR:-$ROOT/../shared}
 BASE_PY=${COMFYUI_BASE_PYTHON:-python3}
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(0.3.75 0.33.0)
-STAMP=$(cat "$0" requirements.txt | sha256sum | cut -c1-16)
+STAMP=$(cat "$0" requirements.txt install.py | sha256sum | cut -c1-16)
 
 install_version() {
     local version=$1 home=$DEST/$1
@@ -58,6 +58,7 @@ install_version() {
     "${pip[@]}" install -q -c "$work/constraints.txt" -r "$work/requirements.txt"
     # What a user of this pack runs in ComfyUI's Python.
     "${pip[@]}" install -q -c "$work/constraints.txt" -r requirements.txt
+    "$home/venv/bin/python" install.py  # as ComfyUI-Manager does after the requirements: compiles PyMatting once
     "$home/venv/bin/python" -c "import torch, torchvision; print('ComfyUI $version: torch', torch.__version__, 'torchvision', torchvision.__version__)"
     rm -rf "$work"
     echo "$STAMP" > "$home/.installed"
@@ -72,7 +73,22 @@ share_copies() {
     hardlink -q -c -s 1M "$DEST" "$runner" || echo "hardlink failed: the virtualenvs keep their own copies" >&2
 }
 
+# Each version installs in its own process, all at once (downloads, unpacking and PyMatting's compile
+# overlap); a version's output is shown when it ends, and any failure fails the script.
+LOGS=$(mktemp -d)
+PIDS=()
 for version in "${VERSIONS[@]}"; do
-    install_version "$version"
-    share_copies
+    install_version "$version" >"$LOGS/$version.log" 2>&1 &
+    PIDS+=($!)
 done
+FAILED=0
+for i in "${!VERSIONS[@]}"; do
+    if ! wait "${PIDS[$i]}"; then
+        FAILED=1
+        echo "ComfyUI ${VERSIONS[$i]}: installation failed" >&2
+    fi
+    sed "s/^/[${VERSIONS[$i]}] /" "$LOGS/${VERSIONS[$i]}.log"
+done
+rm -rf "$LOGS"
+[ "$FAILED" = 0 ] || exit 1
+share_copies

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 "$PY" -m pip install -q ".[test]"  # not editable: an editable install of this flat layout warns on every install
+"$PY" install.py  # PyMatting's kernels compiled once here, not inside the first test that refines a mask
 "$PY" -m pip install -q -r tests/reference-runtime.txt
 "$PY" -m pip install -q --no-deps -r tests/reference-requirements.txt
 # Meta's sam2 (the SAM 2 / 2.1 reference) is published as source only: build it against the torch

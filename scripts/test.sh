@@ -49,8 +49,7 @@ if [ "$QUICK" = 1 ]; then
     timed "comfyui-0.33.0" bash scripts/install-comfyui.sh 0.33.0
     ARGS=(-m "quick or not (parity or comfyui or system)" "${ARGS[@]}")
 else
-    timed "comfyui-0.3.75" bash scripts/install-comfyui.sh 0.3.75
-    timed "comfyui-0.33.0" bash scripts/install-comfyui.sh 0.33.0
+    timed "comfyui-0.3.75+0.33.0" bash scripts/install-comfyui.sh 0.3.75 0.33.0  # side by side
     timed "impact-pack" bash scripts/install-impact.sh 0.3.75 0.33.0
 fi
 "$PY" -m ruff check .
