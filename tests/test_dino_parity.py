@@ -157,10 +157,16 @@ def fallback_phrase(reference_dino, probs: torch.Tensor) -> str:
     return next(phrase for phrase in PROMPT.split(" . ") if word in phrase.split())
 
 
-def test_nms_and_max_detections_follow_torchvision(detector64, reference64, bus):
+def test_nms_and_max_detections_follow_torchvision(models_dir, bert_small, bus):
+    """What happens to the boxes after the model: a narrow Swin (the release's 256-wide transformer, which the
+    original needs) is enough, float64 on both sides as above."""
+    from reference_models import original_grounding_dino, save_original_release
     from torchvision.ops import nms
 
-    detector, reference_dino = detector64, reference64
+    from grounded_sam import load_grounding_dino
+
+    reference_dino = original_grounding_dino(bert_small, swin={"embed_dim": 32, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 4, 8]}, enc=1).double()
+    detector = load_grounding_dino(save_original_release(reference_dino, models_dir / "groundingdino_narrow_swin.pth")).to(dtype=torch.float64)
     box_threshold, text_threshold = split_thresholds(reference_dino, bus)
     _, _, boxes, scores, _ = reference_detect(reference_dino, bus, PROMPT, box_threshold, text_threshold)
     keep = nms(boxes, scores, 0.7)
