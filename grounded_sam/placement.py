@@ -7,6 +7,7 @@ from typing import TypeVar
 import torch
 
 from .caching import LruCache
+from .transformers_caches import clear_transformers_caches
 
 Self = TypeVar("Self", bound="ModelPlacement")
 
@@ -42,6 +43,8 @@ class ModelPlacement:
         return ()
 
     def clear_caches(self) -> None:
-        """Drop cached results, e.g. when the host offloads the model to free memory."""
+        """Drop cached results, e.g. when the host offloads the model to free memory; transformers' own
+        process-wide caches too, which would otherwise keep tensors on the old device."""
         for cache in self.caches():
             cache.clear()
+        clear_transformers_caches()

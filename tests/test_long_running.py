@@ -204,3 +204,22 @@ def test_the_unload_callback_does_not_keep_the_model_alive(sam_checkpoint):
     del model
     assert gone() is None  # freed at once, without waiting for the cyclic collector
     callback(None, True)  # and the callback copes
+
+
+def test_freed_and_offloaded_models_leave_nothing_in_transformers_caches(sam2_tiny, bus):
+    """transformers caches SAM 2's position embedding (64 MiB at 1024 pixels) for the process; a model that is
+    offloaded (``clear_caches``) or freed must not leave it behind."""
+    from grounded_sam.transformers_caches import cached_entries
+
+    boxes = torch.tensor([[100.0, 200.0, 600.0, 900.0]])
+    held = shared_model("sams", sam2_tiny[1], lambda p: load_sam(p, "cpu"))
+    held.masks_for_boxes(held.embed(bus), boxes)
+    assert cached_entries() > 0  # what the model's run left there
+    held.clear_caches()  # as ComfyUI's unload callback does
+    assert cached_entries() == 0
+    held.masks_for_boxes(held.embed(bus), boxes)
+    assert cached_entries() > 0
+    gone = weakref.ref(held)
+    del held
+    gc.collect()
+    assert gone() is None and cached_entries() == 0
