@@ -7,6 +7,7 @@ arbitrary classes is refused, never executed.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -168,3 +169,11 @@ def load_complete_folder(model_class: type, path: Path, what: str) -> torch.nn.M
         missing = sorted(info["missing_keys"])
         raise ModelFileError(f"{path} is an incomplete {what} model: {len(missing)} tensor(s) missing, e.g. {missing[0]} (download it again)")
     return model
+
+
+def first_rename(key: str, renames: tuple[tuple[re.Pattern[str], str], ...]) -> str:
+    """``key`` under the first (pattern, replacement) that matches it; unchanged when none does."""
+    for pattern, repl in renames:
+        if pattern.match(key):
+            return pattern.sub(repl, key, count=1)
+    return key

@@ -17,7 +17,7 @@ from .exclusion import can_cut, cut_out, split_excluded
 from .images import to_uint8_frames
 from .prompts import Prompt
 from .records import Detections
-from .sam3.segmenter import Sam3Segmenter
+from .sam3_segmenter import Sam3Segmenter
 from .settings import DetectionSettings
 from .stages import Detector, Segmenter
 from .steps import FrameSteps, RunHooks

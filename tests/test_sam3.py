@@ -14,7 +14,7 @@ from grounded_sam import DetectionSettings, GroundedSam, InputError, ModelFileEr
 from grounded_sam.exclusion import inside_boxes
 from grounded_sam.prompts import Prompt
 from grounded_sam.sam3.detector import Sam3Detector, upscale_masks
-from grounded_sam.sam3.segmenter import Sam3Segmenter
+from grounded_sam.sam3_segmenter import Sam3Segmenter
 
 pytest.importorskip("sam3", reason="Meta's sam3 package is the reference (installed by scripts/install-test-deps.sh)")
 pytestmark = pytest.mark.parity
@@ -190,7 +190,7 @@ def test_box_path_matches_meta(release, sam3, bus):
     embedding = segmenter.embed(bus)
     ours = segmenter.masks_for_boxes(embedding, BOXES)
     assert_same_masks(ours, expected.bool())
-    with mock.patch("grounded_sam.sam3.segmenter.fill_small_holes", lambda logits: logits):
+    with mock.patch("grounded_sam.sam3_segmenter.fill_small_holes", lambda logits: logits):
         unfilled = segmenter.masks_for_boxes(embedding, BOXES)
     assert (unfilled != expected.bool()).any(dim=(1, 2)).sum() >= 2
 

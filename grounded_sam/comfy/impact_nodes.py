@@ -18,7 +18,7 @@ from ..images import to_uint8_frames
 from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..records import Detections
 from ..sam3.detector import Sam3Detector
-from ..sam3.segmenter import Sam3Segmenter
+from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
 from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter

@@ -17,7 +17,7 @@ from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..preview import draw_preview
 from ..sam.segmenter import SamSegmenter
 from ..sam3.detector import Sam3Detector
-from ..sam3.segmenter import Sam3Segmenter
+from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
 from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter

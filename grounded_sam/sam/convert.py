@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checkpoints import first_rename
 from ..errors import ModelFileError
 from .tiny_vit import TinyViTConfig
 
@@ -116,14 +117,6 @@ def _vit_config(state: dict[str, torch.Tensor]) -> dict:
         "mlp_dim": state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0],
         "output_channels": state["image_encoder.neck.0.weight"].shape[0],
     }
-
-
-def first_rename(key: str, renames: tuple[tuple[re.Pattern[str], str], ...]) -> str:
-    """``key`` under the first (pattern, replacement) that matches it; unchanged when none does."""
-    for pattern, repl in renames:
-        if pattern.match(key):
-            return pattern.sub(repl, key, count=1)
-    return key
 
 
 def rename_meta_keys(state: dict[str, torch.Tensor], arch: SamArchitecture) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelFileError
-from ..sam.sam2_convert import rename_sam2_keys
+from ..sam2_names import rename_sam2_keys
 
 DETECTOR = "detector."
 TRACKER = "tracker."

@@ -1,5 +1,8 @@
 """SAM 3 in the SAM socket: its own detections' masks in one pass, or any detector's boxes segmented.
 
+It joins two families, SAM 3's detector (``sam3/``) and SAM 2's mask decoding (``sam/``), so it lives
+above both, beside the loaders that build it.
+
 Boxes from another detector go through SAM 3's box-to-mask head as Meta's
 ``Sam3Image.predict_inst`` runs it: the detector's ViT output (cached per frame, shared with the
 text path) through the tracker's neck, ``no_mem_embed`` added, then the SAM 2-style prompt encoder
@@ -14,11 +17,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..caching import LruCache
-from ..errors import InputError
-from ..sam.sam2_segmenter import Sam2Segmenter
-from ..sam.segmenter import ImageEmbedding
-from .detector import Sam3Detector
+from .caching import LruCache
+from .errors import InputError
+from .sam.sam2_segmenter import Sam2Segmenter
+from .sam.segmenter import ImageEmbedding
+from .sam3.detector import Sam3Detector
 
 # Box-head features per frame: ~21 MB (three levels at 288, 144 and 72 pixels square).
 EMBEDDING_CACHE_SIZE = 2
