@@ -102,7 +102,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="grounded-sam-video-bench-"))
     atexit.register(shutil.rmtree, work, True)
     sam_path = save_sam2_release(meta_sam2("2.1-tiny", seed=3), work / "sam2.1_hiera_tiny.pt")
-    rows = [propagation_row(work, sam_path, args.frames)]
+    rows = [propagation_row(work, sam_path, args.frames)] if args.frames else []  # --frames 0: the tracking row alone
     if args.track_frames:
         rows.append(tracking_row(work, sam_path, args.track_frames))
     for row in rows:
