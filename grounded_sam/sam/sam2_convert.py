@@ -1,8 +1,8 @@
-"""Meta's SAM 2 / SAM 2.1 checkpoints (``sam2*_hiera_*.pt``), renamed into transformers' ``Sam2Model``.
+"""Meta's SAM 2 / SAM 2.1 checkpoints (``sam2*_hiera_*.pt``): which release a file is, for transformers' ``Sam2Model``.
 
 The size is read from the tensors (Hiera's width, its blocks per stage); the few settings no
 tensor carries (heads, attention windows, global blocks) are those of Meta's release for that
-size, so no config file is ever read. Only the image path is kept: the video memory weights go.
+size, so no config file is ever read. The tensors' new names are in ``grounded_sam/sam2_names.py``.
 """
 
 from __future__ import annotations
