@@ -203,10 +203,11 @@ def test_200_prompts_with_free_and_bad_input(soak_server, soak_models, soak_pngs
             after_free.append(settled_rss(server))
             curve.append((i, round(after_free[-1])))
         block, step = divmod(i, BLOCK)
+        pair_combos = (block % len(PAIRS)) * len(VARIANTS)  # the block's model pair: its combos start here
         if i % BAD_EVERY == BAD_EVERY - 1:
-            errors.append(run_bad(server, BAD[(i // BAD_EVERY) % len(BAD)], COMBOS[(block % len(PAIRS)) * len(VARIANTS)]))
+            errors.append(run_bad(server, BAD[(i // BAD_EVERY) % len(BAD)], COMBOS[pair_combos]))
         else:
-            combo = (block % len(PAIRS)) * len(VARIANTS) + step % len(VARIANTS)
+            combo = pair_combos + step % len(VARIANTS)
             nodes, saved, rows = graph(COMBOS[combo], TEXTS[COMBOS[combo][3]])
             run = server.run(nodes)
             assert run.status == "success", f"prompt {i}: {json.dumps(run.error)[:2000]}"
