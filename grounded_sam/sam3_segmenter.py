@@ -9,6 +9,9 @@ text path) through the tracker's neck, ``no_mem_embed`` added, then the SAM 2-st
 and mask decoder (single-mask output). Like Meta's predictor, holes of up to 256 pixels in the
 288x288 mask are filled (8-connected background regions, found with SciPy); masks are then
 upscaled straight to the frame.
+
+Tracking reads the same neck's three levels for every frame, as transformers' ``Sam3VideoModel`` shares
+its detector's encoder with its tracker: the frame is encoded once for detection and tracking.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from scipy import ndimage
 
 from .caching import LruCache
 from .errors import InputError
-from .sam.sam2_segmenter import Sam2Segmenter
+from .sam.sam2_segmenter import Sam2Segmenter, VideoFrame
 from .sam.segmenter import ImageEmbedding
 from .sam3.detector import Sam3Detector
 
@@ -47,6 +50,21 @@ class Sam3Segmenter(Sam2Segmenter):
     def caches(self) -> tuple[LruCache, ...]:
         return (*self.detector.caches(), self.embedding_cache)
 
+    @property
+    def video(self):  # noqa: ANN201 - transformers' Sam3TrackerVideoModel, or None
+        """SAM 3's tracker (video memory around the box-to-mask head); None when the file has no tracker."""
+        return self.detector.video
+
+    def _tracker_levels(self, frame: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The frame's ViT output (the detector's, cached per frame) through the tracker's neck: three levels, the two
+        finer ones projected as the mask decoder reads them, and their position encodings."""
+        head = self.detector.box_head
+        trunk = self.detector.vision_features(frame).last_hidden_state  # [1, grid*grid, width]
+        grid = self.image_size // self.model.config.vision_config.backbone_config.patch_size
+        levels, positions = head.vision_encoder.neck(trunk.view(1, grid, grid, -1).permute(0, 3, 1, 2))
+        decoder = head.mask_decoder
+        return [decoder.conv_s0(levels[0]), decoder.conv_s1(levels[1]), levels[2]], list(positions[:3])
+
     @torch.inference_mode()
     def _embed(self, frame: torch.Tensor) -> ImageEmbedding:
         head = self.detector.box_head
@@ -56,14 +74,18 @@ class Sam3Segmenter(Sam2Segmenter):
                 "so it cannot segment another detector's boxes: use Meta's sam3.pt or the facebook/sam3 folder, choose the same SAM 3 in the "
                 "Grounding DINO loader, or a SAM / SAM 2 model here"
             )
-        trunk = self.detector.vision_features(frame).last_hidden_state  # [1, grid*grid, width]
-        grid = self.image_size // self.model.config.vision_config.backbone_config.patch_size
-        levels, _ = head.vision_encoder.neck(trunk.view(1, grid, grid, -1).permute(0, 3, 1, 2))
-        decoder = head.mask_decoder
-        high_res = (decoder.conv_s0(levels[0]), decoder.conv_s1(levels[1]))
+        levels, _ = self._tracker_levels(frame)
         embeddings = levels[2] + head.no_memory_embedding.view(1, -1, 1, 1)
         size = (self.image_size, self.image_size)
-        return ImageEmbedding(embeddings, high_res, size, (int(frame.shape[0]), int(frame.shape[1])))
+        return ImageEmbedding(embeddings, (levels[0], levels[1]), size, (int(frame.shape[0]), int(frame.shape[1])))
+
+    @torch.inference_mode()
+    def video_frame(self, frame: torch.Tensor) -> VideoFrame:
+        """One uint8 ``[H, W, 3]`` frame for the tracker: the detector's pixels, and its encoding as the tracker's
+        session caches it (levels flattened to ``[HW, 1, C]``)."""
+        levels, positions = self._tracker_levels(frame)
+        flat = [level.flatten(2).permute(2, 0, 1) for level in levels]
+        return VideoFrame(self.detector.preprocess(frame)[0], {"vision_feats": flat, "vision_pos_embeds": [p.flatten(2).permute(2, 0, 1) for p in positions]})
 
     def prompt_model(self) -> torch.nn.Module:
         return self.detector.box_head  # SAM 3's tracker head: SAM 2's prompt encoder and mask decoder

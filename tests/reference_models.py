@@ -296,10 +296,13 @@ def meta_sam3_on_cpu():
         yield
 
 
-def meta_sam3(depth: int = 2, global_blocks: tuple[int, ...] = (1,), text_layers: int = 2, interactive: bool = False, seed: int = 0):
-    """Meta's SAM 3 image model (``build_sam3_image_model``) with random weights, fewer ViT and text layers.
+def meta_sam3(
+    depth: int = 2, global_blocks: tuple[int, ...] = (1,), text_layers: int = 2, interactive: bool = False, seed: int = 0, memory_layers: int = 1
+):
+    """Meta's SAM 3 image model (``build_sam3_image_model``) with random weights, fewer ViT, text and tracker
+    memory-attention layers (the release has 4; each costs about a second per object and frame here).
 
-    Everything else is the release architecture. ``interactive`` adds the tracker's box-to-mask head.
+    Everything else is the release architecture. ``interactive`` adds the tracker (box-to-mask head and video memory).
     """
     import sam3.model_builder as builder
     from sam3.model import vitdet
@@ -316,7 +319,11 @@ def meta_sam3(depth: int = 2, global_blocks: tuple[int, ...] = (1,), text_layers
     def reduced_text(bpe_path):
         return VETextEncoder(tokenizer=SimpleTokenizer(bpe_path=bpe_path), d_model=256, width=1024, heads=16, layers=text_layers)
 
-    with meta_sam3_on_cpu(), mock.patch.object(builder, "ViT", reduced_vit), mock.patch.object(builder, "_create_text_encoder", reduced_text):
+    with (
+        meta_sam3_on_cpu(),
+        mock.patch.object(builder, "ViT", reduced_vit),
+        mock.patch.object(builder, "_create_text_encoder", reduced_text),
+    ):
         torch.manual_seed(seed)
         model = builder.build_sam3_image_model(
             bpe_path=str(PACKAGED_BPE), device="cpu", load_from_HF=False, enable_inst_interactivity=interactive
@@ -328,6 +335,10 @@ def meta_sam3(depth: int = 2, global_blocks: tuple[int, ...] = (1,), text_layers
             if tensor.is_floating_point() and not name.endswith("attn_mask") and not (torch.isfinite(tensor).all() and tensor.abs().max() < 1e3):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
     perturb(model, seed, scale=0.01)  # larger noise makes a 1024-wide ViT's activations explode
+    if interactive:  # built with the release's 4 layers (the same random draws), then cut to the first ``memory_layers``
+        memory = model.inst_interactive_predictor.model.transformer.encoder
+        memory.layers = memory.layers[:memory_layers]
+        memory.num_layers = memory_layers
     return model.eval()
 
 

@@ -167,6 +167,68 @@ def test_sam21_propagation_matches_meta_video_predictor(sam2_tiny, tmp_path, siz
 
 
 @pytest.mark.parity
+def test_sam3_tracker_matches_meta_tracker(sam3_release):
+    """SAM 3 in the SAM socket tracks as Meta's ``Sam3TrackerPredictor`` (the tracker in its ``sam3.pt``, built by
+    ``build_tracker`` as Meta's video model builds it): frames of the shared clip, two box prompts on frame 0,
+    ``propagate_in_video``; per frame, per object, logits and masks.
+
+    Meta's tracker reads the frames' pixels as our detector prepares them (its frame loader rounds them to
+    float16), and its backbone is the image model's, the one our tracker shares with the detector. It
+    runs on the CPU with its CUDA calls made no-ops. Three frames: the last reads the memories and object pointers of
+    the prompted frame and of a tracked one (one memory-attention layer, as the test file has). Meta fills no holes here (``fill_hole_area=0``).
+    """
+    from unittest import mock
+
+    from reference_models import meta_sam3_on_cpu
+
+    from grounded_sam.sam3.tracker import Sam3Tracker
+
+    model, path = sam3_release
+    count = 3
+    frames = clip_frames(count)
+    h, w = frames[0].shape[:2]
+    boxes = torch.tensor([[300.0, 100.0, 900.0, 600.0], [50.0, 300.0, 400.0, 700.0]])  # overlapping: the memory's masks must not
+    segmenter = load_sam(path, "cpu")
+    assert isinstance(segmenter.video, Sam3Tracker)
+    assert segmenter.video.prompt_encoder.point_embed.weight is segmenter.detector.box_head.prompt_encoder.point_embed.weight  # held once
+    pixels = torch.cat([segmenter.detector.preprocess(frame) for frame in frames])
+
+    tracker = model.inst_interactive_predictor.model
+    tracker.backbone = model.backbone
+    try:
+        with meta_sam3_on_cpu(), mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self):
+            state = tracker.init_state(video_height=h, video_width=w, num_frames=count, offload_state_to_cpu=True)
+            state["images"] = pixels
+            for obj_id, box in enumerate(boxes, start=1):
+                tracker.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, box=box / torch.tensor([w, h, w, h]))
+            run = tracker.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=count - 1, reverse=False, propagate_preflight=True)
+            reference = {index: (low[:, 0].clone(), full[:, 0].clone()) for index, _, low, full, _ in run}
+    finally:
+        tracker.backbone = None
+    assert sorted(reference) == list(range(count))
+
+    ours = Propagation(segmenter.video, (h, w), read_frame=segmenter.video_frame)
+    ours.add_boxes(0, [1, 2], boxes)
+    worst_iou, worst_logit = 1.0, 0.0
+    for index, frame in enumerate(frames):
+        ids, low_res, _ = ours.step(index, frame)
+        assert ids == [1, 2]
+        ref_low, ref = reference[index]
+        logits = torch.nn.functional.interpolate(low_res.unsqueeze(1), (h, w), mode="bilinear", align_corners=False)[:, 0]
+        cover = (ref > 0).float().mean((1, 2))
+        assert ((cover > 0.05) & (cover < 0.95)).all(), f"frame {index}: reference masks cover {cover.tolist()}: trivial"
+        masks, ref_masks = logits > 0, ref > 0
+        assert (masks[0] & masks[1]).any()  # the objects' masks overlap: Meta's memory keeps them apart
+        iou = (masks & ref_masks).sum((1, 2)) / (masks | ref_masks).sum((1, 2))
+        worst_iou = min(worst_iou, float(iou.min()))
+        worst_logit = max(worst_logit, float((low_res - ref_low).abs().max()), float((logits - ref).abs().max()))
+        assert torch.equal(ours.full_size(low_res), masks)
+    print(f"SAM 3 tracker vs Meta, {count} frames x 2 objects: min mask IoU {worst_iou:.6f}, max |logit diff| {worst_logit:.2e}")
+    assert worst_iou >= 0.999, worst_iou
+    assert worst_logit < 1e-3, worst_logit
+
+
+@pytest.mark.parity
 def test_hub_sam2_video_folder_tracks_like_the_release_file(sam2_tiny, sam2_video_folder_512, tmp_path, bus):
     """The hub's ``sam2_video`` layout tracks, its image model and video memory one set of weights; a ``sam2``
     folder (image only) segments but refuses to track, saying what to load."""
@@ -289,6 +351,46 @@ def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21_at_512):
             assert found.boxes[k].tolist() == [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
+@pytest.mark.parity  # SAM 3 end to end: the heavy tier
+def test_sam3_in_both_sockets_tracks_with_one_encoding_per_frame(sam3_release):
+    """SAM 3 finds the objects and its tracker follows them: each frame's ViT runs once, for detection and
+    tracking both; between detections the masks are the tracker's own propagation of the detected boxes."""
+    from grounded_sam import load_grounding_dino
+    from grounded_sam.prompts import Prompt
+
+    path = sam3_release[1]
+    detector, segmenter = load_grounding_dino(path, "cpu"), load_sam(path, "cpu")
+    assert segmenter.detector is detector  # one SAM 3 in both sockets
+    frames = clip_frames(3, size=(320, 180))
+    settings = DetectionSettings(0.0, 0.25, max_detections=2)
+    encodings = []
+    hook = detector.model.vision_encoder.register_forward_hook(lambda *_: encodings.append(1))
+    try:
+        detector.clear_caches()
+        pipeline = GroundedSam(detector, segmenter, "fp32")
+        results = list(pipeline.track(torch.stack(frames), "bunny", settings, redetect_every=2))
+    finally:
+        hook.remove()
+    assert len(encodings) == 3, f"{len(encodings)} ViT passes for 3 frames"
+    assert len(results) == 3 and all(len(r) for r in results)
+    assert all(set(r.labels) == {"bunny"} for r in results)
+    tracks = results[0].track_id.tolist()  # [1, 2], or [1] where the second detection was the first object again
+    assert tracks in ([1], [1, 2]), tracks
+    first, _ = pipeline.find_kept_and_excluded(frames[0], Prompt.parse("bunny"), settings)  # the boxes the tracker was given
+    assert len(first) == 2
+    alone = Propagation(segmenter.video, (180, 320), read_frame=segmenter.video_frame)
+    alone.add_boxes(0, [1, 2], first.boxes)  # both prompted, as the tracker prompts both before matching
+    for index in range(2):  # before the second detection
+        expected = alone.full_size(alone.step(index, frames[index])[1])
+        found = results[index].track_id.tolist()
+        for track in tracks:
+            if track in found:
+                assert torch.equal(results[index].masks[found.index(track)], expected[track - 1]), (index, track)
+            else:  # the tracker lost it on this frame: its propagated mask is empty
+                assert not expected[track - 1].any(), (index, track)
+        assert 0 < int(expected[0].sum()) < expected[0].numel()
+
+
 @pytest.mark.parity  # SAM 2.1 end to end, like the test above
 def test_excluded_objects_are_tracked_and_cut_out_of_every_frame(sam21_at_512):
     """"bunny", not "bird": the bird, found on frame 2 only, is followed forwards and backwards, and its
@@ -366,7 +468,7 @@ def test_bad_clips_and_settings_say_what_to_do(detector, sam21, segmenter, tmp_p
         list(open_frames(folder))
     with pytest.raises(InputError, match="redetect_every"):
         list(pipeline.track(torch.zeros((2, 8, 8, 3)), "bunny", redetect_every=0))
-    with pytest.raises(InputError, match="SAM 2 or 2.1"):
+    with pytest.raises(InputError, match="SAM 2, 2.1 or SAM 3"):
         list(GroundedSam(detector, segmenter, "fp32").track(torch.zeros((2, 8, 8, 3)), "bunny"))
     with pytest.raises(InputError, match="prompt"):
         list(pipeline.track(torch.zeros((2, 8, 8, 3)), " . "))

@@ -20,13 +20,13 @@ from .objects import BOUNDING_BOX, DETECTIONS, SegmentedObjects, as_segmenter
 
 
 class GroundingDinoSAMTrack:
-    """Objects of a prompt tracked through the frames of a video (an IMAGE batch), with SAM 2's video memory."""
+    """Objects of a prompt tracked through the frames of a video (an IMAGE batch), with SAM 2's or SAM 3's video memory."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "sam_model": ("SAM_MODEL", {"tooltip": "SAM 2 or 2.1 (Meta's sam2.1_hiera_*.pt): its video memory tracks"}),
+                "sam_model": ("SAM_MODEL", {"tooltip": "SAM 2 / 2.1 (Meta's sam2.1_hiera_*.pt) or SAM 3 (sam3.pt): its video memory tracks"}),
                 "grounding_dino_model": ("GROUNDING_DINO_MODEL", {}),
                 "prompt": ("STRING", {}),
                 "threshold": ("FLOAT", {"default": 0.3, "min": 0, "max": 1.0, "step": 0.01}),
@@ -37,9 +37,9 @@ class GroundingDinoSAMTrack:
                                     "so the clip never becomes an IMAGE batch in memory"}),
                 "text_threshold": ("FLOAT", {"default": 0.25, "min": 0, "max": 1.0, "step": 0.01}),
                 "redetect_every": ("INT", {"default": 10, "min": 1, "max": 100000,
-                                           "tooltip": "detect on frame 0 and every N frames; between, SAM 2 follows the objects"}),
+                                           "tooltip": "detect on frame 0 and every N frames; between, SAM 2's or SAM 3's memory follows the objects"}),
                 "max_objects": ("INT", {"default": 0, "min": 0, "max": 900, "tooltip": "live tracks at most; 0: up to 50"}),
-                "precision": (list(PRECISION_CHOICES), {"default": "fp32", "tooltip": "the detector's precision; SAM 2's memory runs in fp32"}),
+                "precision": (list(PRECISION_CHOICES), {"default": "fp32", "tooltip": "the detector's precision; the video memory runs in fp32"}),
                 "exclude": ("STRING", {"default": "", "tooltip": 'things to leave out, e.g. "shadow": tracked too, and cut out of every mask on every frame'}),
             },
         }

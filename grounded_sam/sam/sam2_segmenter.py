@@ -7,14 +7,37 @@ high-resolution feature maps; masks are upscaled from 256x256 straight to the fr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from transformers import Sam2Model, Sam2VideoModel
 
 from .segmenter import ImageEmbedding, SamSegmenter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class VideoFrame:
+    """What a video model reads of one frame: its normalised pixels ``[3, S, S]`` and, where another model already
+    encoded the frame (SAM 3's detector), its features in the layout transformers' video session caches."""
+
+    pixels: torch.Tensor
+    features: dict[str, list[torch.Tensor]] | None = None
+
+
+def video_pixels(frame: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` to SAM 2's normalised ``[3, S, S]``, resized as Meta's video predictor reads a frame
+    folder (PIL's bicubic resize of the 8-bit frame, then 0..1 and ImageNet's statistics)."""
+    resized = Image.fromarray(frame.numpy()).resize((size, size), Image.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (pixels - mean) / std
 
 
 class Sam2Segmenter(SamSegmenter):
@@ -31,6 +54,10 @@ class Sam2Segmenter(SamSegmenter):
 
     def module(self) -> torch.nn.Module:
         return self._both if self._both is not None else self.model
+
+    def video_frame(self, frame: torch.Tensor) -> VideoFrame:
+        """One uint8 ``[H, W, 3]`` frame as the video model reads it (its image encoder runs inside the video pass)."""
+        return VideoFrame(video_pixels(frame, int(self.video.config.image_size)))
 
     def preprocess(self, frame: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 ``[H, W, 3]`` to ``[1, 3, S, S]``: torchvision's antialiased bilinear resize, as Meta's transforms."""

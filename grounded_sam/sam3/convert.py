@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelFileError
-from ..sam2_names import rename_sam2_keys
+from ..sam2_names import rename_sam2_keys, rename_sam2_video_keys
 
 DETECTOR = "detector."
 TRACKER = "tracker."
@@ -37,6 +37,10 @@ _UNUSED = re.compile(r"^backbone\.vision_backbone\.sam2_convs\.|^geometry_encode
 _TRACKER_PROBE = f"{TRACKER}sam_mask_decoder.iou_token.weight"
 _SECOND_NECK = f"{DETECTOR}backbone.vision_backbone.sam2_convs."
 _VIDEO_MEMORY = re.compile(r"^transformer\.")
+# The tracker's video memory under SAM 2's names: its memory attention is ``transformer.encoder``, its
+# memory encoder ``maskmem_backbone`` (SAM 2's ``memory_attention`` and ``memory_encoder``); the rest match.
+_VIDEO_PROBE = f"{TRACKER}transformer.encoder.norm.weight"
+_TO_SAM2_VIDEO_NAMES = (("transformer.encoder.", "memory_attention."), ("maskmem_backbone.", "memory_encoder."))
 # Only SAM 3.1 has this neck (ComfyUI tells the two apart by it too)
 _SAM31_NECK = "backbone.vision_backbone.propagation_convs."
 # SAM 3's two-way transformer keeps SAM 1's MLP block names (lin1, lin2), SAM 2 has layers.0/1
@@ -238,3 +242,23 @@ def rename_sam3_box_head_keys(state: dict[str, torch.Tensor]) -> dict[str, torch
         if name.startswith(_SECOND_NECK):
             head[_rename("backbone.vision_backbone.convs." + name[len(_SECOND_NECK):])] = tensor
     return head
+
+
+def has_video_tracker(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a release file holds the tracker's video memory (Meta's ``sam3.pt`` does): SAM 3 can then track."""
+    return _VIDEO_PROBE in state
+
+
+def rename_sam3_video_memory_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A release file's video memory (memory attention and encoder, object pointers, temporal and occlusion
+    embeddings) under transformers' ``Sam3TrackerVideoModel`` names; the rest of that model is the box-to-mask head."""
+    tracker = {}
+    for name, tensor in state.items():
+        if not name.startswith(TRACKER):
+            continue
+        name = name[len(TRACKER):]
+        for meta, sam2 in _TO_SAM2_VIDEO_NAMES:
+            if name.startswith(meta):
+                name = sam2 + name[len(meta):]
+        tracker[name] = tensor
+    return rename_sam2_video_keys(tracker)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
-from transformers import PreTrainedTokenizerBase, Sam3Model, Sam3TrackerModel
+from transformers import PreTrainedTokenizerBase, Sam3Model, Sam3TrackerModel, Sam3TrackerVideoModel
 
 from ..box_selection import select_boxes
 from ..caching import LruCache, result_key
@@ -36,13 +36,23 @@ PADDING_BOX_LABEL = -10
 class Sam3Detector(ModelPlacement):
     """SAM 3 as the text stage: ``detect`` gives boxes, scores, labels and masks for one frame and prompt."""
 
-    def __init__(self, model: Sam3Model, tokenizer: PreTrainedTokenizerBase, name: str, box_head: Sam3TrackerModel | None = None) -> None:
+    def __init__(
+        self,
+        model: Sam3Model,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str,
+        box_head: Sam3TrackerModel | None = None,
+        video: Sam3TrackerVideoModel | None = None,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         # the tracker's box-to-mask head (no ViT of its own), for boxes from another detector
         self.box_head = box_head
-        self._both = torch.nn.ModuleList([model, box_head]) if box_head is not None else model
+        # the tracker's video memory around that head (sharing its tensors), for tracking through a clip
+        self.video = video
+        parts = [m for m in (model, box_head, video) if m is not None]
+        self._both = torch.nn.ModuleList(parts) if len(parts) > 1 else model
         self.image_size = int(model.config.vision_config.backbone_config.image_size)
         self.vision_cache: LruCache = LruCache(VISION_CACHE_SIZE)
         self.text_cache: LruCache = LruCache(64)

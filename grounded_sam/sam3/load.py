@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import Sam3Config, Sam3Model, Sam3TrackerConfig, Sam3TrackerModel
+from transformers import Sam3Config, Sam3Model, Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerVideoConfig
 
 from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete, without_initial_values
 from .convert import (
@@ -22,11 +22,14 @@ from .convert import (
     detect_sam3_architecture,
     detector_state,
     has_box_head,
+    has_video_tracker,
     rename_sam3_box_head_keys,
     rename_sam3_detector_keys,
+    rename_sam3_video_memory_keys,
 )
 from .detector import Sam3Detector
 from .text import clip_tokenizer
+from .tracker import Sam3Tracker
 
 # where a transformers Sam3VideoModel keeps the tracker and its neck
 VIDEO_TRACKER, VIDEO_TRACKER_NECK = "tracker_model.", "tracker_neck."
@@ -61,6 +64,20 @@ def build_sam3_box_head(model: Sam3Model) -> Sam3TrackerModel:
     return head.eval()
 
 
+def build_sam3_video_tracker(head: Sam3TrackerModel, memory_layers: int) -> Sam3Tracker:
+    """SAM 3's video tracker for the box-to-mask ``head``, without initial values and without a vision encoder: it
+    reads the detector's ViT output through the head's neck, so a frame's features serve detection and tracking.
+    (Not on the meta device: the memory attention's rotary tables are buffers computed when it is built.)"""
+    config = Sam3TrackerVideoConfig(
+        vision_config=head.config.vision_config.to_dict(),
+        prompt_encoder_config=head.config.prompt_encoder_config.to_dict(),
+        mask_decoder_config=head.config.mask_decoder_config.to_dict(),
+        memory_attention_num_layers=memory_layers,
+    )
+    config.image_size = head.config.vision_config.image_size  # also sets the feature and rotary sizes from the patch size
+    return without_initial_values(lambda: Sam3Tracker(config, remove_vision_encoder=True)).eval()
+
+
 def sam3_from_state(state: dict[str, torch.Tensor], source: Path) -> Sam3Detector:
     """SAM 3 from a release file's tensors: the detector (``detector.*``) and, when the file has
     the tracker (``tracker.*``), its box-to-mask head (the video memory is not used for images)."""
@@ -71,7 +88,11 @@ def sam3_from_state(state: dict[str, torch.Tensor], source: Path) -> Sam3Detecto
     require_complete(model, renamed, source, "SAM 3")
     load_exact(model, renamed, source, arch.name)
     box_head = _box_head(model, lambda _wanted: rename_sam3_box_head_keys(state), source, arch.name) if has_box_head(state) else None
-    return Sam3Detector(model.float(), clip_tokenizer(), arch.name, box_head)
+    video = None
+    if box_head is not None and has_video_tracker(state):
+        memory = rename_sam3_video_memory_keys(state)
+        video = _video_tracker(box_head, _memory_layers(memory), lambda _wanted: memory, source, arch.name)
+    return Sam3Detector(model.float(), clip_tokenizer(), arch.name, box_head, video)
 
 
 def sam3_from_folder(path: Path) -> Sam3Detector:
@@ -80,7 +101,11 @@ def sam3_from_folder(path: Path) -> Sam3Detector:
     model = load_complete_folder(Sam3Model, path, "SAM 3").float().eval()
     is_video = json.loads((path / "config.json").read_text()).get("model_type") == "sam3_video"
     box_head = _box_head(model, lambda wanted: _video_folder_head_tensors(path, wanted), path, "SAM 3") if is_video else None
-    return Sam3Detector(model, clip_tokenizer(path), "SAM 3", box_head)
+    video = None
+    if box_head is not None:
+        layers = json.loads((path / "config.json").read_text()).get("tracker_config", {}).get("memory_attention_num_layers", 4)
+        video = _video_tracker(box_head, layers, lambda wanted: _video_folder_head_tensors(path, wanted), path, "SAM 3")
+    return Sam3Detector(model, clip_tokenizer(path), "SAM 3", box_head, video)
 
 
 def _box_head(model: Sam3Model, read: Callable[[set[str]], dict[str, torch.Tensor]], source: Path, name: str) -> Sam3TrackerModel:
@@ -90,6 +115,25 @@ def _box_head(model: Sam3Model, read: Callable[[set[str]], dict[str, torch.Tenso
     require_complete(head, state, source, "SAM 3 box-to-mask head")
     load_exact(head, state, source, f"{name} box-to-mask head", assign=True)
     return head.float()
+
+
+def _memory_layers(memory: dict[str, torch.Tensor]) -> int:
+    """How many layers the file's memory attention has (4 in every release), read from its tensor names."""
+    return len({name.split(".")[2] for name in memory if name.startswith("memory_attention.layers.")})
+
+
+def _video_tracker(
+    head: Sam3TrackerModel, memory_layers: int, read: Callable[[set[str]], dict[str, torch.Tensor]], source: Path, name: str
+) -> Sam3Tracker:
+    """The video tracker for ``head``: its prompt encoder and mask decoder are the head's own tensors (held once),
+    its video memory from ``read(the names it needs)``, refused when any is missing."""
+    video = build_sam3_video_tracker(head, memory_layers)
+    shared = {k: v for k, v in head.state_dict(keep_vars=True).items() if not k.startswith("vision_encoder.")}
+    wanted = set(video.state_dict()) - set(shared)
+    state = {**read(wanted), **shared}
+    require_complete(video, state, source, "SAM 3 video tracker")
+    load_exact(video, state, source, f"{name} video tracker", assign=True)
+    return video.float()
 
 
 def _video_folder_head_tensors(path: Path, wanted: set[str]) -> dict[str, torch.Tensor]:

@@ -15,38 +15,38 @@ ended track), which transformers' session does not offer: ``_renumber`` keeps it
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import Sam2VideoModel
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-from ..sam.sam2_segmenter import IMAGENET_MEAN, IMAGENET_STD
+from ..sam.sam2_segmenter import VideoFrame, video_pixels
 
 # Frames of per-object outputs kept behind the current one: SAM 2 reads at most 16 back (object pointers).
 MEMORY_FRAMES = 16
 
 
-def video_pixels(frame: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 ``[H, W, 3]`` to SAM 2's normalised ``[3, S, S]``, resized as Meta's video predictor reads a frame
-    folder (PIL's bicubic resize of the 8-bit frame, then 0..1 and ImageNet's statistics)."""
-    resized = Image.fromarray(frame.numpy()).resize((size, size), Image.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (pixels - mean) / std
-
-
 class Propagation:
-    """One pass of SAM 2's memory over frames in one direction (forward, or backward for ``reverse``)."""
+    """One pass of SAM 2's memory over frames in one direction (forward, or backward for ``reverse``).
 
-    def __init__(self, model: Sam2VideoModel, frame_size: tuple[int, int], reverse: bool = False) -> None:
+    ``model`` is SAM 2's video model or SAM 3's tracker (the same memory, read by transformers' same code).
+    ``read_frame`` gives what it reads of a frame; by default SAM 2's pixels, its own encoder run in the pass.
+    """
+
+    def __init__(
+        self,
+        model: Sam2VideoModel,
+        frame_size: tuple[int, int],
+        reverse: bool = False,
+        read_frame: Callable[[torch.Tensor], VideoFrame] | None = None,
+    ) -> None:
         self.model = model
         self.frame_size = frame_size
         self.reverse = reverse
         self.image_size = int(model.config.image_size)
+        self.read_frame = read_frame or (lambda frame: VideoFrame(video_pixels(frame, self.image_size)))
         device = next(model.parameters()).device
         self.session = Sam2VideoInferenceSession(
             video_height=frame_size[0],
@@ -72,9 +72,12 @@ class Propagation:
     def step(self, frame_index: int, frame: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
         """Every object's mask logits on one uint8 ``[H, W, 3]`` frame: (object ids, ``[N, 256, 256]`` logits,
         ``[N]`` object-score logits, > 0 where the object is present)."""
-        pixels = video_pixels(frame, self.image_size).to(self.session.inference_device)
         if not self.session.obj_ids:
             return [], torch.zeros((0, 1, 1)), torch.zeros(0)
+        read = self.read_frame(frame)
+        pixels = read.pixels.to(self.session.inference_device)
+        if read.features is not None:  # the frame is encoded already: the session reads its features, not its pixels
+            self.session.cache.cache_vision_features(frame_index, read.features)
         out = self.model(inference_session=self.session, frame_idx=frame_index, frame=pixels, reverse=self.reverse)
         self._forget(frame_index)
         return list(out.object_ids), out.pred_masks[:, 0].float().cpu(), out.object_score_logits.reshape(-1).float().cpu()

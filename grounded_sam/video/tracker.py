@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..prompts import Prompt
 from ..records import Detections
 from ..sam.sam2_segmenter import Sam2Segmenter
+from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
 from ..steps import FrameSteps, RunHooks
 from .frames import open_frames
@@ -68,7 +69,15 @@ def check_tracking(pipeline, redetect_every: int, backtrack: int | None) -> Sam2
         raise InputError(f"backtrack must be a whole number >= 0 (0: no backward pass), got {backtrack!r}")
     if not isinstance(segmenter, Sam2Segmenter):
         kind = "no SAM model" if segmenter is None else segmenter.name
-        raise InputError(f"tracking needs SAM 2 or 2.1 in the SAM socket (its video memory); this pipeline has {kind}: load a sam2.1_hiera_*.pt file")
+        raise InputError(
+            f"tracking needs SAM 2, 2.1 or SAM 3 in the SAM socket (their video memory); this pipeline has {kind}: "
+            "load a sam2.1_hiera_*.pt file or SAM 3's sam3.pt"
+        )
+    if isinstance(segmenter, Sam3Segmenter) and segmenter.video is None:
+        raise InputError(
+            f"this {segmenter.name} has no tracker (a transformers 'sam3' folder holds the detector only): load Meta's sam3.pt "
+            "or the hub's facebook/sam3 folder (model_type sam3_video) to track, or SAM 2 / 2.1 in the SAM socket"
+        )
     if segmenter.video is None:
         raise InputError(
             f"{segmenter.name} was loaded from an image-only transformers folder (model_type sam2), without SAM 2's video "
@@ -123,7 +132,7 @@ class _Tracking:
         for index, frame in enumerate(clip):
             if self.size is None:
                 self.size = (int(frame.shape[0]), int(frame.shape[1]))
-                self.forward = Propagation(self.segmenter.video, self.size)
+                self.forward = self._propagation()
             steps = FrameSteps(self.hooks, index, max(self.count or 0, index + 1))
             steps.check()
             if self.backtrack:
@@ -132,6 +141,9 @@ class _Tracking:
             steps.finish()
             yield from self._final(index - self.backtrack)
         yield from self._final(index)
+
+    def _propagation(self, reverse: bool = False) -> Propagation:
+        return Propagation(self.segmenter.video, self.size, reverse=reverse, read_frame=self.segmenter.video_frame)
 
     def _frame(self, index: int, frame: torch.Tensor, steps: FrameSteps) -> None:
         found = excluded = None
@@ -150,7 +162,7 @@ class _Tracking:
                 if group:
                     self.forward.add_boxes(index, group, boxes)
         steps.plan_segmentation(0)
-        with steps.encoder(self.forward.model):
+        with steps.encoder(self.segmenter.module()):  # SAM 3's tracker reads its detector's encoder: both watched
             ids, logits, _ = self.forward.step(index, frame)
         masks = self.forward.full_size(logits)
         by_id = dict(zip(ids, masks, strict=True))
@@ -195,7 +207,7 @@ class _Tracking:
     def _backwards(self, index: int, born: list[tuple[int, torch.Tensor]]) -> None:
         """The new objects followed back over the held frames before ``index`` (a separate memory pass)."""
         held = dict(self.held)
-        back = Propagation(self.segmenter.video, self.size, reverse=True)
+        back = self._propagation(reverse=True)
         back.add_boxes(index, [b for b, _ in born], torch.stack([box for _, box in born]))
         back.step(index, held[index])
         for earlier in range(index - 1, max(-1, index - self.backtrack - 1), -1):
@@ -203,7 +215,7 @@ class _Tracking:
                 break
             steps = FrameSteps(self.hooks, index, max(self.count or 0, index + 1))
             steps.plan_segmentation(0)
-            with steps.encoder(back.model):
+            with steps.encoder(self.segmenter.module()):
                 ids, logits, _ = back.step(earlier, held[earlier])
             result = self.pending[earlier]
             for track_id, mask in zip(ids, back.full_size(logits), strict=True):
