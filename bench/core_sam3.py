@@ -105,28 +105,42 @@ def compare(name: str, boxes: torch.Tensor, scores: torch.Tensor, masks: torch.T
     return row
 
 
+def full_size_files(prefix: str):  # noqa: ANN201 - (Meta's model, our file, the work folder, a server to start)
+    """A full-size random SAM 3 (calibrated on bus.jpg) saved as Meta's release file for our loaders and, without CLIP's
+    projection, for the core loader; both linked into ComfyUI 0.33's model folders (unlinked at exit), and a
+    server on that tree with this pack installed, not yet started."""
+    home = COMFYUI_DIR / VERSION
+    if not (home / ".installed").is_file():
+        raise SystemExit(f"ComfyUI {VERSION} is not installed: bash scripts/install-comfyui.sh {VERSION}")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    tree = home / "ComfyUI"
+    links = [tree / "models" / "checkpoints" / CORE_FILE, tree / "models" / "sam3" / FILE]
+    atexit.register(lambda: [p.unlink(missing_ok=True) for p in links])
+
+    bus = load_image_file(SHARED_IMAGES / "bus.jpg")[0]
+    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9, memory_layers=4)
+    calibrate_sam3(model, bus)
+    path = save_sam3_release(model, work / FILE)
+    state = torch.load(path, weights_only=True, mmap=True)["model"]
+    torch.save({"model": {k: v for k, v in state.items() if k != CLIP_PROJECTION}}, work / CORE_FILE)
+    del state
+    install_pack(tree)
+    for link, source in zip(links, (work / CORE_FILE, path), strict=True):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        os.link(source, link)
+    return model, path, work, ComfyServer(VERSION, home, work / "server")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5, help="instances kept by both nodes")
     parser.add_argument("--refine", type=int, nargs="*", default=[0], help="the core node's refine_iterations to run "
                         "(its default, 2, runs the ViT twice more per object: over ten minutes on a 2-core CPU)")
     args = parser.parse_args()
-    home = COMFYUI_DIR / VERSION
-    if not (home / ".installed").is_file():
-        raise SystemExit(f"ComfyUI {VERSION} is not installed: bash scripts/install-comfyui.sh {VERSION}")
-    work = Path(tempfile.mkdtemp(prefix="core-sam3-"))
-    atexit.register(shutil.rmtree, work, ignore_errors=True)
-    tree = home / "ComfyUI"
-    links = [tree / "models" / "checkpoints" / CORE_FILE, tree / "models" / "sam3" / FILE]
-    atexit.register(lambda: [p.unlink(missing_ok=True) for p in links])
-
-    bus, zidane = (load_image_file(SHARED_IMAGES / f"{n}.jpg")[0] for n in ("bus", "zidane"))
-    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9)
-    calibrate_sam3(model, bus)
-    path = save_sam3_release(model, work / FILE)
-    state = torch.load(path, weights_only=True, mmap=True)["model"]
-    torch.save({"model": {k: v for k, v in state.items() if k != CLIP_PROJECTION}}, work / CORE_FILE)
-    del state
+    model, _path, _work, server = full_size_files("core-sam3-")
+    zidane = load_image_file(SHARED_IMAGES / "zidane.jpg")[0]
     from sam3.model.sam3_image_processor import Sam3Processor
 
     with meta_sam3_on_cpu():
@@ -135,12 +149,6 @@ def main() -> None:
         meta = {"scores": out["scores"].clone(), "boxes": out["boxes"].clone(), "masks": out["masks"][:, 0].clone()}
     del model, processor, out
 
-    install_pack(tree)
-    for link, source in zip(links, (work / CORE_FILE, path), strict=True):
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)
-        os.link(source, link)
-    server = ComfyServer(VERSION, home, work / "server")
     Image.fromarray(zidane.numpy()).save(server.input_dir / "zidane.png")
     server.start()
     try:

@@ -25,6 +25,7 @@ from .errors import InputError
 from .sam.sam2_segmenter import Sam2Segmenter, VideoFrame
 from .sam.segmenter import ImageEmbedding
 from .sam3.detector import Sam3Detector
+from .sam3.tracker import Sam3Tracker
 
 # Box-head features per frame: ~21 MB (three levels at 288, 144 and 72 pixels square).
 EMBEDDING_CACHE_SIZE = 2
@@ -51,7 +52,7 @@ class Sam3Segmenter(Sam2Segmenter):
         return (*self.detector.caches(), self.embedding_cache)
 
     @property
-    def video(self):  # noqa: ANN201 - transformers' Sam3TrackerVideoModel, or None
+    def video(self) -> Sam3Tracker | None:
         """SAM 3's tracker (video memory around the box-to-mask head); None when the file has no tracker."""
         return self.detector.video
 

@@ -80,7 +80,7 @@ def build_sam3_video_tracker(head: Sam3TrackerModel, memory_layers: int) -> Sam3
 
 def sam3_from_state(state: dict[str, torch.Tensor], source: Path) -> Sam3Detector:
     """SAM 3 from a release file's tensors: the detector (``detector.*``) and, when the file has
-    the tracker (``tracker.*``), its box-to-mask head (the video memory is not used for images)."""
+    the tracker (``tracker.*``), its box-to-mask head and its video memory (for tracking)."""
     detector = detector_state(state)
     arch = detect_sam3_architecture(detector, str(source))
     model = build_sam3_model(arch)
@@ -137,8 +137,8 @@ def _video_tracker(
 
 
 def _video_folder_head_tensors(path: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
-    """The ``wanted`` tensors of a ``sam3_video`` folder's tracker, under ``Sam3TrackerModel`` names (its neck is the
-    model's ``tracker_neck``); the video memory's are not read.
+    """The ``wanted`` tensors of a ``sam3_video`` folder's tracker, under transformers' tracker names (its neck is the
+    model's ``tracker_neck``): the box-to-mask head's, or the video memory's.
 
     The hub's files name them ``tracker_model.*``; transformers' own ``save_pretrained`` of a
     ``Sam3VideoModel`` writes ``tracker_model.tracker_model.*``: both are read.

@@ -67,16 +67,23 @@ def track_case(server_checkpoints, clip_pngs):
     return {"threshold": threshold, "images": images, "results": results}
 
 
-def test_track_node_matches_the_library(server, clip_pngs, track_case):
-    for png in clip_pngs:
+def frames_batch(server, g: Graph, pngs: list[Path]) -> list:
+    """The frames copied to the server and loaded as one IMAGE batch (LoadImage each, joined by ImageBatch)."""
+    loads = []
+    for png in pngs:
         (server.input_dir / png.name).write_bytes(png.read_bytes())
-    g = Graph()
-    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_VIDEO_FOLDER)
-    dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
-    loads = [g.add("LoadImage", image=p.name) for p in clip_pngs]
+        loads.append(g.add("LoadImage", image=png.name))
     images = [loads[0], 0]
     for other in loads[1:]:
         images = [g.add("ImageBatch", image1=images, image2=[other, 0]), 0]
+    return images
+
+
+def test_track_node_matches_the_library(server, clip_pngs, track_case):
+    g = Graph()
+    sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_VIDEO_FOLDER)
+    dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
+    images = frames_batch(server, g, clip_pngs)
     track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], images=images, prompt=PROMPT,
                   threshold=track_case["threshold"], redetect_every=EVERY, max_objects=3)
     merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="track_mask")
@@ -137,16 +144,10 @@ def sam3_track_case(server_checkpoints, clip_pngs):
 
 def test_sam3_track_node_matches_the_library(server, clip_pngs, sam3_track_case):
     """sam3.pt in both loaders: the node tracks with SAM 3's tracker, as the library does (masks, ids, labels, boxes)."""
-    pngs = clip_pngs[:SAM3_FRAMES]
-    for png in pngs:
-        (server.input_dir / png.name).write_bytes(png.read_bytes())
     g = Graph()
     sam = g.add("SAMModelLoader (segment anything)", model_name=SAM3_FILE)
     dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=SAM3_FILE)
-    loads = [g.add("LoadImage", image=p.name) for p in pngs]
-    images = [loads[0], 0]
-    for other in loads[1:]:
-        images = [g.add("ImageBatch", image1=images, image2=[other, 0]), 0]
+    images = frames_batch(server, g, clip_pngs[:SAM3_FRAMES])
     track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], images=images, prompt=SAM3_PROMPT,
                   threshold=sam3_track_case["threshold"], redetect_every=2, max_objects=2)  # fmt: skip
     merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="sam3_track_mask")
