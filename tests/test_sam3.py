@@ -217,7 +217,8 @@ def test_other_boxes_with_sam3_masks(release, sam3, bus, detector):
 
 
 def test_transformers_folder(release, sam3, tmp_path, zidane):
-    """A transformers ``sam3`` folder loads in both loaders and gives the release file's results."""
+    """A transformers ``sam3`` folder loads in both loaders and gives the release file's results; it has no tracker,
+    and tracking with it says what to load."""
     _, path = release
     converted = load_grounding_dino(path, "cpu")
     converted.model.save_pretrained(tmp_path / "sam3")
@@ -228,6 +229,9 @@ def test_transformers_folder(release, sam3, tmp_path, zidane):
     assert torch.equal(ours.boxes, expected.boxes) and torch.equal(ours.masks, expected.masks)
     with pytest.raises(InputError, match="has no box-to-mask head .* use Meta's sam3.pt"):
         segmenter.embed(zidane)
+    assert segmenter.video is None
+    with pytest.raises(InputError, match="has no tracker .* load Meta's sam3.pt"):  # said before any model runs
+        list(GroundedSam(detector, segmenter).track(torch.zeros((2, 8, 8, 3)), "person"))
 
 
 @pytest.fixture(scope="module")
