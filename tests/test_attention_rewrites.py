@@ -122,3 +122,52 @@ def test_box_decoder_matches_transformers_sam(boxes):
     assert expected.shape == ours.shape == (boxes, 256, 256)
     torch.testing.assert_close(ours, expected, atol=1e-10, rtol=1e-10)
     assert (expected > 0).any() and (expected < 0).any()
+
+
+def fusion_attention() -> torch.nn.Module:
+    from transformers import GroundingDinoConfig
+    from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoBiMultiHeadAttention
+
+    torch.manual_seed(0)
+    config = GroundingDinoConfig(d_model=32, encoder_ffn_dim=64, encoder_attention_heads=4)  # 2 heads of 16 in the fusion
+    return GroundingDinoBiMultiHeadAttention(config).double().eval()
+
+
+def fusion_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(1)
+    vision = torch.randn(2, 57, 32, generator=generator, dtype=dtype)
+    text = torch.randn(2, 7, 32, generator=generator, dtype=dtype)
+    vision_padding = torch.zeros(2, 57, dtype=torch.bool)
+    vision_padding[1, 40:] = True  # the second frame is padded: its last image tokens are masked for the text
+    text_padding = torch.zeros(2, 7, dtype=torch.bool)
+    text_padding[1, 5:] = True
+    return vision, text, vision_padding, text_padding
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_folded_fusion_attention_matches_transformers(dtype, tolerance):
+    from grounded_sam.dino.fusion import folded_fusion_forward
+
+    module = fusion_attention().to(dtype)
+    inputs = fusion_inputs(dtype)
+    with torch.inference_mode():
+        (vision, vision_weights), (text, text_weights) = module(*inputs)
+        (our_vision, our_vision_weights), (our_text, our_text_weights) = folded_fusion_forward(module, *inputs)
+    assert vision.abs().mean() > 0.01 and text.abs().mean() > 0.01  # both outputs carry signal, so a dropped term shows
+    for ours, expected in ((our_vision, vision), (our_text, text), (our_vision_weights, vision_weights), (our_text_weights, text_weights)):
+        assert ours.shape == expected.shape and ours.dtype == expected.dtype
+        torch.testing.assert_close(ours, expected, atol=tolerance, rtol=tolerance)
+
+
+def test_folded_fusion_attention_replaces_each_fusion_layer_once():
+    from transformers import GroundingDinoConfig, GroundingDinoModel
+
+    from grounded_sam.dino.fusion import folded_fusion_forward, use_folded_fusion_attention
+
+    config = GroundingDinoConfig(d_model=32, encoder_ffn_dim=64, encoder_attention_heads=4, encoder_layers=2, decoder_layers=1,
+                                 num_queries=10, backbone_config={"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1],
+                                                                  "num_heads": [1, 1, 1, 1], "out_features": ["stage2", "stage3", "stage4"]})  # fmt: skip
+    model = GroundingDinoModel(config)
+    assert use_folded_fusion_attention(model) == 2
+    assert use_folded_fusion_attention(model) == 0  # already switched
+    assert all(layer.fusion_layer.attn.forward.__func__ is folded_fusion_forward for layer in model.encoder.layers)

@@ -14,6 +14,7 @@ from ..prompts import Prompt
 from ..records import Detections
 from ..settings import DetectionSettings
 from .deformable import use_gathered_deformable_attention
+from .fusion import use_folded_fusion_attention
 from .text import caption_from_prompt, tokenize
 
 __all__ = ["DetectionSettings", "GroundingDinoDetector"]
@@ -99,6 +100,7 @@ class GroundingDinoDetector(ModelPlacement):
         self.name = name
         self.backbone_cache = BackboneCache(model.model.backbone).cache
         use_gathered_deformable_attention(model)
+        use_folded_fusion_attention(model)
         self.prediction_cache: LruCache[tuple[torch.Tensor, torch.Tensor]] = LruCache(PREDICTION_CACHE_SIZE)
 
     def caches(self) -> tuple[LruCache, ...]:
