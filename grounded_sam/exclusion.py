@@ -5,17 +5,23 @@ survive is ``box_selection``'s rule (suppression within each group, a kept box t
 box over again dropped). Then each excluded object removes, from every kept object's mask, the
 pixels of its own mask that lie inside its own box: a mask that spills past its box does not cut
 there. So an excluded object whose box holds no kept pixel cannot change anything, and its mask is
-never computed (``can_cut``).
+never computed (``can_cut``). The same holds once earlier cuts have removed every kept pixel in its
+box, so ``cut_decoding_as_needed`` decodes the excluded masks a few at a time, best first, and asks
+again before each group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 
 from .prompts import Prompt
 from .records import Detections
+
+# Excluded masks decoded per group before the remaining kept pixels are checked again.
+CUT_GROUP = 8
 
 
 def split_excluded(found: Detections, prompt: Prompt) -> tuple[Detections, Detections]:
@@ -61,4 +67,24 @@ def cut_out(kept: Detections, excluded: Detections) -> Detections:
     for start in range(0, len(excluded), 16):  # a few full-size masks at a time
         part = excluded.select(torch.arange(start, min(start + 16, len(excluded))))
         removed |= (part.masks & inside_boxes(part.boxes, excluded.image_size)).any(dim=0)
+    return replace(kept, masks=kept.masks & ~removed)
+
+
+def cut_decoding_as_needed(kept: Detections, excluded: Detections, decode: Callable[[torch.Tensor, int], torch.Tensor]) -> Detections:
+    """``cut_out(kept, excluded)`` with each excluded mask made only while its box still holds a kept pixel that no
+    earlier cut removed (the result is the same: such a mask's cut is already made).
+
+    ``decode(boxes, done)`` gives bool ``[n, H, W]`` masks for ``excluded`` boxes (``done`` decoded before them).
+    """
+    if len(excluded) == 0 or len(kept) == 0:
+        return kept
+    removed = torch.zeros(kept.image_size, dtype=torch.bool)
+    left = kept.masks.any(dim=0)  # kept pixels no cut has removed yet
+    todo, done = torch.arange(len(excluded)), 0
+    while len(todo := todo[can_cut(excluded.boxes[todo], left)]):
+        group, todo = todo[:CUT_GROUP], todo[CUT_GROUP:]
+        part = excluded.select(group)
+        removed |= (decode(part.boxes, done) & inside_boxes(part.boxes, excluded.image_size)).any(dim=0)
+        left &= ~removed
+        done += len(group)
     return replace(kept, masks=kept.masks & ~removed)

@@ -13,7 +13,7 @@ from .click_prompts import with_clicks
 from .clicks import Clicks
 from .devices import PRECISION_CHOICES, accelerators, choose_precision, resolve_device
 from .errors import InputError
-from .exclusion import can_cut, cut_out, split_excluded
+from .exclusion import can_cut, cut_decoding_as_needed, cut_out, split_excluded
 from .images import to_uint8_frames
 from .prompts import Prompt
 from .records import Detections
@@ -184,7 +184,8 @@ class GroundedSam:
         """One uint8 ``[H, W, 3]`` frame; ``steps`` (from ``segment``) reports progress and stops mid-frame.
 
         Only masks that can change the result are made: none when nothing is kept (and nothing
-        clicked), and an excluded object's only when its box holds a pixel of a kept mask (``exclusion.can_cut``).
+        clicked), and an excluded object's only while its box holds a kept pixel that no other
+        excluded object's cut has removed (``exclusion.cut_decoding_as_needed``).
         """
         steps = steps or FrameSteps(RunHooks(), 0, 1)
         prompt = Prompt.parse(prompt, exclude)
@@ -210,11 +211,10 @@ class GroundedSam:
             if clicked:
                 kept = with_clicks(self.segmenter, embedding, kept, clicks)
             kept = kept.clipped_to_image()
-            cutting = excluded.select(can_cut(excluded.boxes, masks.any(dim=0)))  # box regions are cut to the frame
-            if len(cutting) == 0:
-                return kept
-            decoded, planned = len(kept), len(kept) + len(cutting)
-            cut_masks = self.segmenter.masks_for_boxes(
-                embedding, cutting.boxes, on_chunk=lambda done, _: steps.chunk_decoded(decoded + done, planned)
-            )
-        return cut_out(kept, cutting.with_masks(cut_masks).clipped_to_image())
+            # at most this many masks: one whose cut earlier cuts have made is skipped (box regions are cut to the frame)
+            decoded, planned = len(kept), len(kept) + int(can_cut(excluded.boxes, kept.masks.any(dim=0)).sum())
+
+            def decode(boxes: torch.Tensor, done: int) -> torch.Tensor:
+                return self.segmenter.masks_for_boxes(embedding, boxes, on_chunk=lambda d, _: steps.chunk_decoded(decoded + done + d, planned))
+
+            return cut_decoding_as_needed(kept, excluded, decode)
