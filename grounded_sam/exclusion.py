@@ -20,7 +20,7 @@ import torch
 from .prompts import Prompt
 from .records import Detections
 
-# Excluded masks decoded per group before the remaining kept pixels are checked again.
+# Excluded masks made (and held at full size) per group before the kept pixels left are checked again.
 CUT_GROUP = 8
 
 
@@ -61,20 +61,14 @@ def can_cut(excluded_boxes: torch.Tensor, kept_pixels: torch.Tensor) -> torch.Te
 
 def cut_out(kept: Detections, excluded: Detections) -> Detections:
     """``kept`` without the pixels each excluded object's mask has inside its box. Both from one frame, with masks."""
-    if len(excluded) == 0 or len(kept) == 0:
-        return kept
-    removed = torch.zeros(kept.image_size, dtype=torch.bool)
-    for start in range(0, len(excluded), 16):  # a few full-size masks at a time
-        part = excluded.select(torch.arange(start, min(start + 16, len(excluded))))
-        removed |= (part.masks & inside_boxes(part.boxes, excluded.image_size)).any(dim=0)
-    return replace(kept, masks=kept.masks & ~removed)
+    return cut_decoding_as_needed(kept, excluded, lambda part, _done: part.masks)
 
 
-def cut_decoding_as_needed(kept: Detections, excluded: Detections, decode: Callable[[torch.Tensor, int], torch.Tensor]) -> Detections:
-    """``cut_out(kept, excluded)`` with each excluded mask made only while its box still holds a kept pixel that no
-    earlier cut removed (the result is the same: such a mask's cut is already made).
+def cut_decoding_as_needed(kept: Detections, excluded: Detections, decode: Callable[[Detections, int], torch.Tensor]) -> Detections:
+    """``cut_out(kept, excluded)``, each excluded mask made only while its box still holds a kept pixel that no
+    earlier cut removed (the result is the same: such a mask's cut is made already).
 
-    ``decode(boxes, done)`` gives bool ``[n, H, W]`` masks for ``excluded`` boxes (``done`` decoded before them).
+    ``decode(part, done)`` gives bool ``[n, H, W]`` masks for ``part``, a few of ``excluded`` (``done`` made before them).
     """
     if len(excluded) == 0 or len(kept) == 0:
         return kept
@@ -84,7 +78,7 @@ def cut_decoding_as_needed(kept: Detections, excluded: Detections, decode: Calla
     while len(todo := todo[can_cut(excluded.boxes[todo], left)]):
         group, todo = todo[:CUT_GROUP], todo[CUT_GROUP:]
         part = excluded.select(group)
-        removed |= (decode(part.boxes, done) & inside_boxes(part.boxes, excluded.image_size)).any(dim=0)
+        removed |= (decode(part, done) & inside_boxes(part.boxes, excluded.image_size)).any(dim=0)
         left &= ~removed
         done += len(group)
     return replace(kept, masks=kept.masks & ~removed)

@@ -214,7 +214,7 @@ class GroundedSam:
             # at most this many masks: one whose cut earlier cuts have made is skipped (box regions are cut to the frame)
             decoded, planned = len(kept), len(kept) + int(can_cut(excluded.boxes, kept.masks.any(dim=0)).sum())
 
-            def decode(boxes: torch.Tensor, done: int) -> torch.Tensor:
-                return self.segmenter.masks_for_boxes(embedding, boxes, on_chunk=lambda d, _: steps.chunk_decoded(decoded + done + d, planned))
+            def decode(part: Detections, done: int) -> torch.Tensor:
+                return self.segmenter.masks_for_boxes(embedding, part.boxes, on_chunk=lambda d, _: steps.chunk_decoded(decoded + done + d, planned))
 
             return cut_decoding_as_needed(kept, excluded, decode)
