@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -133,6 +134,18 @@ def full_size_files(prefix: str):  # noqa: ANN201 - (Meta's model, our file, the
     return model, path, work, ComfyServer(VERSION, home, work / "server")
 
 
+@contextlib.contextmanager
+def running(server: ComfyServer):  # noqa: ANN201 - a context manager
+    """The server started for the block and stopped after it, failed or not; its log's tail printed with KEEP_LOG=1."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if os.environ.get("KEEP_LOG"):
+            print(server.log_text()[-5000:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5, help="instances kept by both nodes")
@@ -150,8 +163,7 @@ def main() -> None:
     del model, processor, out
 
     Image.fromarray(zidane.numpy()).save(server.input_dir / "zidane.png")
-    server.start()
-    try:
+    with running(server):
         results = {}
         nodes, ids = our_graph("zidane.png", args.count)
         run = server.run(nodes, timeout=3600)
@@ -172,10 +184,6 @@ def main() -> None:
             results[key] = compare(f"core SAM3_Detect, refine_iterations={refine}", boxes, scores, saved_masks(server, run, ids["masks"]), meta)
             results[key]["seconds"] = round(run.seconds, 1)
         print(json.dumps(results, indent=1))
-    finally:
-        server.stop()
-        if os.environ.get("KEEP_LOG"):
-            print(server.log_text()[-5000:])
 
 
 if __name__ == "__main__":

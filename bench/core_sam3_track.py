@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests" / "comfyui"), str(ROOT / "tests"), str(ROOT)]
 
 from client import ComfyServer  # noqa: E402
-from core_sam3 import CORE_FILE, FILE, full_size_files, iou, saved_masks  # noqa: E402
+from core_sam3 import CORE_FILE, FILE, full_size_files, iou, running, saved_masks  # noqa: E402
 
 from grounded_sam.video.frames import open_frames  # noqa: E402
 
@@ -116,8 +115,7 @@ def main() -> None:
             break
         pngs.append(f"clip_{index:03d}.png")
         Image.fromarray(frame.numpy()).save(server.input_dir / pngs[-1])
-    server.start()
-    try:
+    with running(server):
         idle = server.rss_mib()
         results: dict = {"frames": args.frames, "server_idle_rss_mib": round(idle)}
         masks = {}
@@ -136,10 +134,6 @@ def main() -> None:
             results["mask_iou_per_frame"] = [round(iou(a, b), 3) for a, b in zip(masks["ours"], masks["core"], strict=True)]
         results["time_ratio_core_over_ours"] = round(results["core"]["seconds"] / results["ours"]["seconds"], 2)
         print(json.dumps(results, indent=1))
-    finally:
-        server.stop()
-        if os.environ.get("KEEP_LOG"):
-            print(server.log_text()[-5000:])
 
 
 if __name__ == "__main__":
