@@ -13,6 +13,7 @@ ROOT=$(pwd)
 DEST=${GROUNDED_SAM_COMFYUI_DIR:-$ROOT/.comfyui}
 SHARED=${GROUNDED_SAM_SHARED_DIR:-$ROOT/../shared}
 BASE_PY=${COMFYUI_BASE_PYTHON:-python3}
+RUNNER_PY=${PYTHON:-python3}  # the test runner's Python (test.sh activates its virtualenv)
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(0.3.75 0.33.0)
 STAMP=$(cat "$0" requirements.txt install.py | sha256sum | cut -c1-16)
@@ -54,6 +55,8 @@ install_version() {
     "$BASE_PY" -m venv "$home/venv"
     local pip=("$home/venv/bin/python" -m pip)
     "${pip[@]}" install -q --upgrade pip
+    # The runner's torch pair, hard-linked (no copy of its 5.5 GB) where it has the pinned one.
+    "$RUNNER_PY" scripts/link-torch.py "$home/venv/bin/python"
     "${pip[@]}" install -q torch==2.14.1 torchvision==0.29.1
     "${pip[@]}" install -q -c "$work/constraints.txt" -r "$work/requirements.txt"
     # What a user of this pack runs in ComfyUI's Python.
@@ -62,15 +65,6 @@ install_version() {
     "$home/venv/bin/python" -c "import torch, torchvision; print('ComfyUI $version: torch', torch.__version__, 'torchvision', torchvision.__version__)"
     rm -rf "$work"
     echo "$STAMP" > "$home/.installed"
-}
-
-# Each virtualenv holds its own copy of the same torch build (5.5 GB): where util-linux's hardlink is
-# there, identical large files in these virtualenvs and the test runner's share one copy on disk.
-share_copies() {
-    command -v hardlink >/dev/null || return 0
-    local runner
-    runner=$("${PYTHON:-python3}" -c 'import sys; print(sys.prefix)')
-    hardlink -q -c -s 1M "$DEST" "$runner" || echo "hardlink failed: the virtualenvs keep their own copies" >&2
 }
 
 # Each version installs in its own process, all at once (downloads, unpacking and PyMatting's compile
@@ -91,4 +85,3 @@ for i in "${!VERSIONS[@]}"; do
 done
 rm -rf "$LOGS"
 [ "$FAILED" = 0 ] || exit 1
-share_copies
