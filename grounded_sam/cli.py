@@ -60,7 +60,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES_HELP}; auto is CUDA, then MPS, then the CPU")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="fp32 is exact; bf16/fp16 are faster on GPUs, masks differ slightly; auto is bf16 on GPUs "
-                             "that run it fast (CUDA compute capability >= 8.0), else fp32; fp16 on a CPU runs as fp32")
+                             "that run it fast (CUDA compute capability >= 8.0), else fp32; on a CPU, fp16 runs as fp32, and so "
+                             "does bf16 without native bf16 (AVX512-BF16 or AMX)")
     parser.add_argument("--box-threshold", type=float, default=0.3, help="keep boxes scoring above this")
     parser.add_argument("--text-threshold", type=float, default=0.25, help="prompt words scoring above this make a box's label")
     parser.add_argument("--nms-iou", type=float, default=0.7, help="non-maximum suppression IoU; 1.0 disables it")

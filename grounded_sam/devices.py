@@ -7,6 +7,7 @@ module does not import torch (the CLI's ``--help`` stays fast).
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class Accelerators:
     cuda_devices: int = 0
     cuda_capability: tuple[int, int] | None = None  # of the first CUDA device
     mps: bool = False
+    cpu_bf16: bool = False  # the CPU multiplies bf16 natively (AVX512-BF16 or AMX)
 
 
 def accelerators() -> Accelerators:
@@ -39,7 +41,15 @@ def accelerators() -> Accelerators:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     capability = torch.cuda.get_device_capability(0) if count else None
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    return Accelerators(count, capability, bool(mps))
+    return Accelerators(count, capability, bool(mps), _cpu_has_bf16())
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU feature probes
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def choose_device(requested: str, available: Accelerators) -> str:
@@ -70,7 +80,9 @@ def choose_precision(requested: str, device_type: str, available: Accelerators) 
     """The precision to run in: ``auto`` is bf16 where the device runs it fast (CUDA >= 8.0), else fp32.
 
     fp16 on a CPU is mapped to fp32 with a warning: CPUs have no fast fp16 matmul (5x slower
-    than fp32 on our test machine), so nobody asking for speed wants it there.
+    than fp32 on our test machine), so nobody asking for speed wants it there. So is bf16 on a
+    CPU without native bf16: torch emulates it there, 6x slower end to end and over 30x in SAM-HQ's
+    transposed convolutions (measured on a 2-core AVX2 EPYC).
     """
     name = (requested or "auto").strip().lower()
     if name not in PRECISION_CHOICES:
@@ -81,6 +93,10 @@ def choose_precision(requested: str, device_type: str, available: Accelerators) 
         return "bf16" if fast_bf16 else "fp32"
     if name == "fp16" and device_type == "cpu":
         warnings.warn("fp16 on a CPU is several times slower than fp32: running in fp32 instead", stacklevel=3)
+        return "fp32"
+    if name == "bf16" and device_type == "cpu" and not available.cpu_bf16:
+        warnings.warn("this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 is several times slower than fp32: "
+                      "running in fp32 instead", stacklevel=3)  # fmt: skip
         return "fp32"
     return name
 

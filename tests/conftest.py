@@ -32,6 +32,21 @@ def shared_image(name: str) -> torch.Tensor:
     return load_image_file(path)[0]
 
 
+@pytest.fixture
+def bf16_on_this_cpu(monkeypatch):
+    """Tests of what bf16 autocast computes run it on any CPU: the pipeline is told this one has native bf16.
+
+    Without native bf16 the pipeline runs an asked-for bf16 in fp32 (``devices.choose_precision``); here torch
+    emulates bf16 instead, with the same numbers, only slower.
+    """
+    import dataclasses
+
+    from grounded_sam import pipeline
+    from grounded_sam.devices import accelerators
+
+    monkeypatch.setattr(pipeline, "accelerators", lambda: dataclasses.replace(accelerators(), cpu_bf16=True))
+
+
 @pytest.fixture(scope="session")
 def bus() -> torch.Tensor:
     return shared_image("bus.jpg")

@@ -53,12 +53,13 @@ def test_cache_misses_on_a_changed_image_or_dtype(segmenter, bus):
     assert len(cache) <= 4
 
 
-def test_bf16_masks_stay_close_to_fp32(detector, segmenter, bus):
+def test_bf16_masks_stay_close_to_fp32(detector, segmenter, bus, bf16_on_this_cpu):
     frame = bus[:512, :512]
     settings = settings_for(detector, frame, "person")
     exact = GroundedSam(detector, segmenter).segment(frame, "person", settings)
     assert len(exact) > 0
     fast = GroundedSam(detector, segmenter, "bf16")
+    assert fast.effective_precision() == "bf16"
     with fast._autocast():
         masks = segmenter.masks_for_boxes(segmenter.embed(frame), exact.boxes)
     overlap = (masks & exact.masks).sum().item() / max(1, (masks | exact.masks).sum().item())

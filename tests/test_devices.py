@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import platform
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,7 +17,8 @@ NONE = Accelerators()
 AMPERE_X2 = Accelerators(cuda_devices=2, cuda_capability=(8, 6))
 TURING = Accelerators(cuda_devices=1, cuda_capability=(7, 5))
 APPLE = Accelerators(mps=True)
-EVERYTHING = Accelerators(cuda_devices=1, cuda_capability=(9, 0), mps=True)
+EVERYTHING = Accelerators(cuda_devices=1, cuda_capability=(9, 0), mps=True, cpu_bf16=True)
+BF16_CPU = Accelerators(cpu_bf16=True)  # AVX512-BF16 or AMX
 
 
 @pytest.mark.parametrize(
@@ -56,7 +62,8 @@ def test_unavailable_device_is_a_clear_error(requested, available, says):
         ("auto", "cpu", EVERYTHING, "fp32"),
         ("auto", "mps", APPLE, "fp32"),
         ("fp16", "cuda", TURING, "fp16"),
-        ("bf16", "cpu", NONE, "bf16"),  # asked for explicitly: honoured
+        ("bf16", "cpu", BF16_CPU, "bf16"),  # asked for explicitly, on a CPU that has it: honoured
+        ("bf16", "cuda", TURING, "bf16"),  # asked for explicitly: honoured
         ("fp32", "cuda", AMPERE_X2, "fp32"),
     ],
 )
@@ -67,14 +74,28 @@ def test_precision_choice(requested, device, available, expected):
 def test_fp16_on_cpu_runs_as_fp32_with_a_warning():
     with pytest.warns(UserWarning, match="fp16 on a CPU"):
         assert choose_precision("fp16", "cpu", NONE) == "fp32"
+    with pytest.warns(UserWarning, match="fp16 on a CPU"):
+        assert choose_precision("fp16", "cpu", BF16_CPU) == "fp32"
     with pytest.raises(InputError, match="auto, fp32, bf16, fp16"):
         choose_precision("fp8", "cpu", NONE)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_runs_as_fp32_with_a_warning():
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert choose_precision("bf16", "cpu", APPLE) == "fp32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_precision("bf16", "cpu", BF16_CPU) == "bf16"
 
 
 def test_this_machine_resolves_to_what_torch_offers():
     expected = "cuda:0" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert resolve_device("auto") == torch.device(expected)
     assert accelerators().cuda_devices == torch.cuda.device_count()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and platform.machine() in ("x86_64", "AMD64"):  # the kernel's own word on the CPU's features
+        flags = set(cpuinfo.read_text().split())
+        assert accelerators().cpu_bf16 == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
@@ -93,15 +114,17 @@ def test_loaders_place_the_model_and_the_pipeline_moves_both(sam_checkpoint, det
         GroundedSam(detector, segmenter, "half")
 
 
-def test_fp16_pipeline_on_cpu_gives_the_fp32_result(detector, segmenter, zidane):
+@pytest.mark.parametrize(("precision", "says"), [("fp16", "fp16 on a CPU"), ("bf16", "no native bf16")])
+def test_slow_half_precision_pipeline_on_cpu_gives_the_fp32_result(detector, segmenter, zidane, precision, says, monkeypatch):
     from scenes import PROMPT, top_score
 
-    from grounded_sam import DetectionSettings
+    from grounded_sam import DetectionSettings, pipeline
 
+    monkeypatch.setattr(pipeline, "accelerators", lambda: dataclasses.replace(accelerators(), cpu_bf16=False))  # as on an AVX2 CPU
     settings = DetectionSettings(top_score(detector, zidane) - 0.02, 0.2)
     exact = GroundedSam(detector, segmenter, "fp32").segment(zidane, PROMPT, settings)
-    with pytest.warns(UserWarning, match="fp16 on a CPU"):
-        mapped = GroundedSam(detector, segmenter, "fp16").segment(zidane, PROMPT, settings)
+    with pytest.warns(UserWarning, match=says):
+        mapped = GroundedSam(detector, segmenter, precision).segment(zidane, PROMPT, settings)
     assert len(exact) >= 1
     torch.testing.assert_close(mapped.boxes, exact.boxes, atol=0, rtol=0)
     assert torch.equal(mapped.masks, exact.masks)

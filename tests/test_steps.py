@@ -85,7 +85,7 @@ def clear_caches(detector, segmenter) -> None:
     assert not (len(detector.prediction_cache) or len(detector.backbone_cache) or len(segmenter.embedding_cache))
 
 
-def test_each_precision_gets_its_own_cache_entries(detector, segmenter, bus):
+def test_each_precision_gets_its_own_cache_entries(detector, segmenter, bus, bf16_on_this_cpu):
     frame = bus[:128, :800]  # wide and low: Grounding DINO resizes it to 213x1333, a third of a square's work
     settings = DetectionSettings(0.0, 0.0, nms_iou=None, max_detections=2)
     clear_caches(detector, segmenter)

@@ -96,7 +96,7 @@ class GroundingDinoSAMSegment:
                 "precision": (
                     list(PRECISION_CHOICES),
                     {"default": "fp32", "tooltip": "fp32: exact, as the original pack; bf16/fp16: faster on GPUs, masks differ slightly; "
-                     "auto: bf16 on GPUs that run it fast, else fp32; fp16 on a CPU runs as fp32"},
+                     "auto: bf16 on GPUs that run it fast, else fp32; on a CPU, fp16 runs as fp32, and so does bf16 without native bf16 (AVX512-BF16, AMX)"},
                 ),
                 "exclude": ("STRING", {"default": "", "tooltip": 'things to leave out, e.g. "bag . shadow": found in the same pass '
                                        "and cut out of every mask; an object that is an excluded one's box again is dropped"}),
