@@ -32,6 +32,16 @@ def shared_image(name: str) -> torch.Tensor:
     return load_image_file(path)[0]
 
 
+def claim_native_bf16(monkeypatch, native: bool) -> None:
+    """Tell the pipeline whether this CPU multiplies bf16 natively (``Accelerators.cpu_bf16``), whatever it has."""
+    import dataclasses
+
+    from grounded_sam import pipeline
+    from grounded_sam.devices import accelerators
+
+    monkeypatch.setattr(pipeline, "accelerators", lambda: dataclasses.replace(accelerators(), cpu_bf16=native))
+
+
 @pytest.fixture
 def bf16_on_this_cpu(monkeypatch):
     """Tests of what bf16 autocast computes run it on any CPU: the pipeline is told this one has native bf16.
@@ -39,12 +49,7 @@ def bf16_on_this_cpu(monkeypatch):
     Without native bf16 the pipeline runs an asked-for bf16 in fp32 (``devices.choose_precision``); here torch
     emulates bf16 instead, with the same numbers, only slower.
     """
-    import dataclasses
-
-    from grounded_sam import pipeline
-    from grounded_sam.devices import accelerators
-
-    monkeypatch.setattr(pipeline, "accelerators", lambda: dataclasses.replace(accelerators(), cpu_bf16=True))
+    claim_native_bf16(monkeypatch, True)
 
 
 @pytest.fixture(scope="session")
