@@ -81,8 +81,8 @@ def choose_precision(requested: str, device_type: str, available: Accelerators) 
 
     fp16 on a CPU is mapped to fp32 with a warning: CPUs have no fast fp16 matmul (5x slower
     than fp32 on our test machine), so nobody asking for speed wants it there. So is bf16 on a
-    CPU without native bf16: torch emulates it there, 6x slower end to end and over 30x in SAM-HQ's
-    transposed convolutions (measured on a 2-core AVX2 EPYC).
+    CPU without native bf16: torch emulates it there (on a 2-core AVX2 EPYC, 7.7x slower than fp32
+    with small test models, 20-35x with SAM-HQ, whose transposed convolutions fall to a naive kernel).
     """
     name = (requested or "auto").strip().lower()
     if name not in PRECISION_CHOICES:
