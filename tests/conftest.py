@@ -52,6 +52,16 @@ def bf16_on_this_cpu(monkeypatch):
     claim_native_bf16(monkeypatch, True)
 
 
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    """The pipeline is told this CPU lacks native bf16, as an AVX2 CPU does, whatever this one has.
+
+    A fixture, not an import: ``from conftest import ...`` finds whichever conftest pytest loaded first
+    (tests/comfyui has its own), so it broke when the whole suite ran.
+    """
+    claim_native_bf16(monkeypatch, False)
+
+
 @pytest.fixture(scope="session")
 def bus() -> torch.Tensor:
     return shared_image("bus.jpg")

@@ -114,13 +114,11 @@ def test_loaders_place_the_model_and_the_pipeline_moves_both(sam_checkpoint, det
 
 
 @pytest.mark.parametrize(("precision", "says"), [("fp16", "fp16 on a CPU"), ("bf16", "no native bf16")])
-def test_slow_half_precision_pipeline_on_cpu_gives_the_fp32_result(detector, segmenter, zidane, precision, says, monkeypatch):
-    from conftest import claim_native_bf16
+def test_slow_half_precision_pipeline_on_cpu_gives_the_fp32_result(detector, segmenter, zidane, precision, says, no_native_bf16):
     from scenes import PROMPT, top_score
 
     from grounded_sam import DetectionSettings
 
-    claim_native_bf16(monkeypatch, False)  # as on an AVX2 CPU
     settings = DetectionSettings(top_score(detector, zidane) - 0.02, 0.2)
     exact = GroundedSam(detector, segmenter, "fp32").segment(zidane, PROMPT, settings)
     with pytest.warns(UserWarning, match=says):
