@@ -9,6 +9,7 @@ import shutil
 import threading
 import weakref
 
+import numpy as np
 import pytest
 import torch
 from scenes import PROMPT
@@ -185,6 +186,39 @@ def test_loaded_models_are_shared_while_held_and_freed_when_dropped(tmp_path, sa
     shutil.copy(sam_checkpoint, tmp_path / "other.pth")
     os.replace(tmp_path / "other.pth", path)  # the file replaced in place
     assert shared_model("sams", path, load) is not held and len(loads) == 3
+
+
+def test_a_freed_model_s_memory_is_trimmed_after_its_tensors_are_freed(tmp_path, monkeypatch):
+    """glibc keeps freed memory for reuse until it is trimmed. A model in a reference cycle (ComfyUI's patcher makes
+    one) is finalized before the collector frees its tensors, so a trim in the finalizer alone comes too early."""
+    from grounded_sam.comfy import loaded
+
+    class Model:
+        pass
+
+    def load(_path):
+        model = Model()
+        # a NumPy array: it takes no part in the collector's bookkeeping, so it lives until the cycle is cleared, as
+        # a tensor's memory does (a weak reference to a tensor in the cycle would be cleared before the finalizer)
+        model.cycle, model.weight = model, np.ones(1 << 20, dtype=np.float32)
+        return model
+
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"held")
+    model = shared_model("sams", path, load)
+    weight = weakref.ref(model.weight)
+    alive_at_each_trim = []
+    real = loaded._TRIM
+
+    def spy(pad: int) -> int:
+        alive_at_each_trim.append(weight() is not None)
+        return real(pad) if real is not None else 0
+
+    monkeypatch.setattr(loaded, "_TRIM", spy)
+    del model
+    gc.collect()
+    assert weight() is None and alive_at_each_trim, "the model was not freed, or nothing was trimmed"
+    assert alive_at_each_trim[-1] is False, f"the last trim ran while the tensors were alive: {alive_at_each_trim}"
 
 
 def test_a_file_replaced_inside_a_model_folder_is_loaded_anew(tmp_path, mm_folder):

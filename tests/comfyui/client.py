@@ -126,6 +126,16 @@ class ComfyServer:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
+    def rss_parts_mib(self) -> dict[str, int]:
+        """The server's resident memory by kind: anonymous (heaps, tensors), file-backed (code and mapped files), shared."""
+        fields = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+        parts = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name = line.split(":")[0] + ":"
+            if name in fields:
+                parts[fields[name]] = round(int(line.split()[1]) / 1024)
+        return parts
+
     # --- HTTP ---------------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: dict | None = None, timeout: float = 60.0):
