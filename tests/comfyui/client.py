@@ -119,22 +119,19 @@ class ComfyServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def _status_mib(self) -> dict[str, float]:
+        """The memory lines of the server process's /proc status (VmRSS, RssAnon, ...), in MiB."""
+        lines = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
+        return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.endswith(" kB")}
+
     def rss_mib(self) -> float:
         """The server process's resident memory now (VmRSS)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return self._status_mib()["VmRSS"]
 
     def rss_parts_mib(self) -> dict[str, int]:
         """The server's resident memory by kind: anonymous (heaps, tensors), file-backed (code and mapped files), shared."""
-        fields = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
-        parts = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            name = line.split(":")[0] + ":"
-            if name in fields:
-                parts[fields[name]] = round(int(line.split()[1]) / 1024)
-        return parts
+        status = self._status_mib()
+        return {part: round(status[f"Rss{name}"]) for part, name in (("anon", "Anon"), ("file", "File"), ("shmem", "Shmem"))}
 
     # --- HTTP ---------------------------------------------------------------------------
 

@@ -232,4 +232,5 @@ def test_200_prompts_with_free_and_bad_input(soak_server, soak_models, soak_pngs
     # process's own first-use state (code pages of the libraries first used, in ``rss_parts``' file-backed part, and
     # the modules imported on the first prompt), the same after the first /free as after the fourth.
     assert after_free[-1] <= 1.1 * after_free[0], f"after /free the server held {after_free[0]:.0f} MiB, then {after_free[-1]:.0f} MiB"
+    assert max(after_free) < first_round, "/free gave nothing back"
     assert max(after_free) <= 1.1 * start_rss, f"after /free the server held {max(after_free):.0f} MiB, over 1.1x its start ({start_rss:.0f} MiB)"
