@@ -120,7 +120,7 @@ def full_size_files(prefix: str):  # noqa: ANN201 - (Meta's model, our file, the
     atexit.register(lambda: [p.unlink(missing_ok=True) for p in links])
 
     bus = load_image_file(SHARED_IMAGES / "bus.jpg")[0]
-    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9, memory_layers=4)
+    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9, memory_layers=4, fusion_layers=6)
     calibrate_sam3(model, bus)
     path = save_sam3_release(model, work / FILE)
     state = torch.load(path, weights_only=True, mmap=True)["model"]

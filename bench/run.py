@@ -322,7 +322,7 @@ def sam3_rows(work: Path, ours: Ours, frame_u8: torch.Tensor, repeats: int) -> l
     from reference_models import meta_sam3, meta_sam3_on_cpu, save_sam3_release
     from sam3.model.sam3_image_processor import Sam3Processor
 
-    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9, memory_layers=4)
+    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9, memory_layers=4, fusion_layers=6)
     path = save_sam3_release(model, work / "sam3.pt")
     sam3 = GroundedSam(load_grounding_dino(path, "cpu"), load_sam(path, "cpu"), "fp32")
     grounded = GroundedSam(ours.detector, ours.segmenter, "fp32")
