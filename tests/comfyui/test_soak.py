@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from client import ComfyServer, RejectedPrompt
-from conftest import comfy_image, installed_tree, measure
+from conftest import HERE, comfy_image, installed_tree, measure
 from PIL import Image
 
 pytestmark = pytest.mark.comfyui
@@ -82,26 +82,56 @@ def soak_pngs(models_dir, input_pngs) -> dict[str, Path]:
     return pngs
 
 
-class SoakLibrary:
-    """Our library on the soak files, each loaded once; one result per combo."""
+def anon_mib() -> float:
+    """This process's anonymous resident memory (heap, not library code pages)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
-    def __init__(self, models: Path, pngs: dict[str, Path]) -> None:
-        from grounded_sam import load_grounding_dino, load_sam
 
-        self.detectors = [load_grounding_dino(models / "grounding-dino" / name, "cpu") for name in DINOS]
-        self.segmenters = [load_sam(models / "sams" / name, "cpu") for name in SAMS]
-        self.pngs = pngs
-        self.results: dict[int, object] = {}
+def library_in_this_process(models: Path, pngs: dict[str, Path], out: Path) -> None:
+    """Every combo's result from our library, each file loaded once, saved to ``out`` with what our libraries'
+    first use left in this process: its anonymous memory once every model is freed and the heap trimmed,
+    over the same after importing them. That is state torch keeps after first use (oneDNN's kernels and
+    primitive cache: on a CPU with native bf16, the bf16 prompts' kernels), which a server keeps too."""
+    import ctypes
+    import gc
 
-    def expected(self, combo: int):
-        from grounded_sam import DetectionSettings, GroundedSam
+    import transformers.modeling_utils  # noqa: F401  (imported at a ComfyUI server's start)
+    from transformers import GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection, SamHQModel, SamModel  # noqa: F401
 
-        if combo not in self.results:
-            d, s, frames, text, precision = COMBOS[combo]
-            image = torch.cat([comfy_image(self.pngs[f]) for f in frames])
-            pipeline = GroundedSam(self.detectors[d], self.segmenters[s], precision)
-            self.results[combo] = pipeline.segment(image, TEXTS[text], DetectionSettings(THRESHOLD, 0.25, max_detections=MAX_DETECTIONS))
-        return self.results[combo]
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+
+    def trimmed_anon() -> float:
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return anon_mib()
+
+    before = trimmed_anon()
+    detectors = [load_grounding_dino(models / "grounding-dino" / name, "cpu") for name in DINOS]
+    segmenters = [load_sam(models / "sams" / name, "cpu") for name in SAMS]
+    results = {}
+    for combo, (d, s, frames, text, precision) in enumerate(COMBOS):
+        image = torch.cat([comfy_image(pngs[f]) for f in frames])
+        pipeline = GroundedSam(detectors[d], segmenters[s], precision)
+        results[combo] = pipeline.segment(image, TEXTS[text], DetectionSettings(THRESHOLD, 0.25, max_detections=MAX_DETECTIONS))
+    del detectors, segmenters, pipeline
+    torch.save({"results": results, "first_use_anon_mib": trimmed_anon() - before}, out)
+
+
+def library_in_a_child(models: Path, pngs: dict[str, Path], out: Path) -> tuple[dict[int, object], float]:
+    """``library_in_this_process`` in a fresh process (this one has run other tests: its first use is long past)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.path[:0] = {[str(HERE), str(HERE.parent), str(HERE.parents[1])]!r}; from pathlib import Path; "
+            f"import test_soak as t; t.library_in_this_process(Path({str(models)!r}), "
+            f"{{k: Path(v) for k, v in {json.dumps({k: str(v) for k, v in pngs.items()})}.items()}}, Path({str(out)!r}))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = torch.load(out, weights_only=False)
+    return saved["results"], max(0.0, saved["first_use_anon_mib"])
 
 
 @pytest.fixture(scope="module", params=SOAK_VERSIONS)
@@ -188,9 +218,9 @@ def settled_rss(server: ComfyServer, seconds: float = 15.0) -> float:
     return lowest
 
 
-def test_200_prompts_with_free_and_bad_input(soak_server, soak_models, soak_pngs):
+def test_200_prompts_with_free_and_bad_input(soak_server, soak_models, soak_pngs, tmp_path):
     server = soak_server
-    library = SoakLibrary(soak_models, soak_pngs)
+    expected, first_use = library_in_a_child(soak_models, soak_pngs, tmp_path / "library.pt")
     start_rss, start_parts = server.rss_mib(), server.rss_parts_mib()
     parts_after_free: list[dict[str, int]] = []
     curve: list[tuple[int, int]] = []
@@ -213,7 +243,7 @@ def test_200_prompts_with_free_and_bad_input(soak_server, soak_models, soak_pngs
             nodes, saved, rows = graph(COMBOS[combo], TEXTS[COMBOS[combo][3]])
             run = server.run(nodes)
             assert run.status == "success", f"prompt {i}: {json.dumps(run.error)[:2000]}"
-            assert_equal_to_library(server, run, saved, rows, library.expected(combo), f"prompt {i}, combo {COMBOS[combo]}")
+            assert_equal_to_library(server, run, saved, rows, expected[combo], f"prompt {i}, combo {COMBOS[combo]}")
             good += 1
         curve.append((i, round(server.rss_mib())))
     seconds = time.monotonic() - started
@@ -224,7 +254,7 @@ def test_200_prompts_with_free_and_bad_input(soak_server, soak_models, soak_pngs
     later = max(rss for i, rss in curve if i >= FREE_EVERY)
     measure(server.version, "soak: 200 prompts", good=good, bad=len(errors), seconds=round(seconds, 1), rss_start_mib=round(start_rss),
             rss_first_round_max_mib=first_round, rss_later_max_mib=later, rss_after_each_free_mib=[round(r) for r in after_free],
-            after_free_over_start=round(after_free[-1] / start_rss, 3),
+            after_free_over_start=round(after_free[-1] / start_rss, 3), library_first_use_anon_mib=round(first_use, 1),
             rss_parts_at_start_mib=start_parts, rss_parts_after_each_free_mib=parts_after_free, rss_curve_every_10=[rss for i, rss in curve if i % 10 == 0])  # fmt: skip
     assert good == PROMPTS - PROMPTS // BAD_EVERY and len(errors) == PROMPTS // BAD_EVERY
     assert later <= 1.1 * first_round, f"RSS grew from {first_round} to {later} MiB after the first round"
@@ -233,4 +263,8 @@ def test_200_prompts_with_free_and_bad_input(soak_server, soak_models, soak_pngs
     # the modules imported on the first prompt), the same after the first /free as after the fourth.
     assert after_free[-1] <= 1.1 * after_free[0], f"after /free the server held {after_free[0]:.0f} MiB, then {after_free[-1]:.0f} MiB"
     assert max(after_free) < first_round, "/free gave nothing back"
-    assert max(after_free) <= 1.1 * start_rss, f"after /free the server held {max(after_free):.0f} MiB, over 1.1x its start ({start_rss:.0f} MiB)"
+    # Within 10 % of the start, beside what torch itself keeps after its first use of the same paths (measured in a
+    # fresh process of our library on the same combos: about 16 MiB on an AVX2 CPU, about 80 MiB where bf16 is native)
+    bound = 1.1 * start_rss + first_use
+    assert max(after_free) <= bound, (f"after /free the server held {max(after_free):.0f} MiB, over 1.1x its start ({start_rss:.0f} MiB) "
+                                      f"+ the library's own first use ({first_use:.0f} MiB)")
