@@ -342,14 +342,18 @@ def meta_sam3(
             if tensor.is_floating_point() and not name.endswith("attn_mask") and not (torch.isfinite(tensor).all() and tensor.abs().max() < 1e3):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
     perturb(model, seed, scale=0.01)  # larger noise makes a 1024-wide ViT's activations explode
-    fusion = model.transformer.encoder  # built with the release's 6 layers (the same random draws), then cut
-    fusion.layers = fusion.layers[:fusion_layers]
-    fusion.num_layers = fusion_layers
-    if interactive:  # built with the release's 4 layers (the same random draws), then cut to the first ``memory_layers``
-        memory = model.inst_interactive_predictor.model.transformer.encoder
-        memory.layers = memory.layers[:memory_layers]
-        memory.num_layers = memory_layers
+    # built with the release's 6 fusion and 4 memory layers (the same random draws), then cut to the first few
+    keep_first_layers(model.transformer.encoder, fusion_layers)
+    if interactive:
+        keep_first_layers(model.inst_interactive_predictor.model.transformer.encoder, memory_layers)
     return model.eval()
+
+
+
+def keep_first_layers(encoder: torch.nn.Module, count: int) -> None:
+    """A Meta encoder (``layers``, ``num_layers``) cut to its first ``count`` layers."""
+    encoder.layers = encoder.layers[:count]
+    encoder.num_layers = count
 
 
 def calibrate_sam3(model, frame: torch.Tensor, phrase: str = "person") -> None:

@@ -17,6 +17,12 @@ from pathlib import Path
 import websocket  # websocket-client
 
 
+def status_mib(pid: int | str = "self") -> dict[str, float]:
+    """The memory lines of a process's /proc status (VmRSS, RssAnon, ...), in MiB; this process by default."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.endswith(" kB")}
+
+
 @dataclass
 class Run:
     """One queued prompt and what the server said about it."""
@@ -121,8 +127,7 @@ class ComfyServer:
 
     def _status_mib(self) -> dict[str, float]:
         """The memory lines of the server process's /proc status (VmRSS, RssAnon, ...), in MiB."""
-        lines = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
-        return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.endswith(" kB")}
+        return status_mib(self.process.pid)
 
     def rss_mib(self) -> float:
         """The server process's resident memory now (VmRSS)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from client import ComfyServer, RejectedPrompt
+from client import ComfyServer, RejectedPrompt, status_mib
 from conftest import HERE, comfy_image, installed_tree, measure
 from PIL import Image
 
@@ -82,33 +82,26 @@ def soak_pngs(models_dir, input_pngs) -> dict[str, Path]:
     return pngs
 
 
-def anon_mib() -> float:
-    """This process's anonymous resident memory (heap, not library code pages)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def library_in_this_process(models: Path, pngs: dict[str, Path], out: Path) -> None:
-    """Every combo's result from our library, each file loaded once, saved to ``out`` with what our libraries'
-    first use left in this process: its anonymous memory once every model is freed and the heap trimmed,
-    over the same after importing them. That is state torch keeps after first use (oneDNN's kernels and
-    primitive cache: on a CPU with native bf16, the bf16 prompts' kernels), which a server keeps too."""
-    import ctypes
+    """Every combo's result from our library, each file loaded once, saved to ``out``, and in ``out``.json what
+    our libraries' first use left in this process: its anonymous memory once the models and results are freed
+    as a ``/free`` frees them, over the same after importing them. That is state torch keeps after first use
+    (oneDNN's kernels and primitive cache: on a CPU with native bf16, the bf16 prompts' kernels), which a
+    server keeps too."""
     import gc
 
     import transformers.modeling_utils  # noqa: F401  (imported at a ComfyUI server's start)
     from transformers import GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection, SamHQModel, SamModel  # noqa: F401
 
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+    from grounded_sam.comfy.loaded import release_freed_memory
 
-    def trimmed_anon() -> float:
+    def anon_after_release() -> float:
         gc.collect()
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        return anon_mib()
+        release_freed_memory()  # what the pack does once ComfyUI lets go of a model
+        return status_mib()["RssAnon"]
 
-    before = trimmed_anon()
+    before = anon_after_release()
     detectors = [load_grounding_dino(models / "grounding-dino" / name, "cpu") for name in DINOS]
     segmenters = [load_sam(models / "sams" / name, "cpu") for name in SAMS]
     results = {}
@@ -116,8 +109,13 @@ def library_in_this_process(models: Path, pngs: dict[str, Path], out: Path) -> N
         image = torch.cat([comfy_image(pngs[f]) for f in frames])
         pipeline = GroundedSam(detectors[d], segmenters[s], precision)
         results[combo] = pipeline.segment(image, TEXTS[text], DetectionSettings(THRESHOLD, 0.25, max_detections=MAX_DETECTIONS))
-    del detectors, segmenters, pipeline
-    torch.save({"results": results, "first_use_anon_mib": trimmed_anon() - before}, out)
+    torch.save(results, out)
+    del detectors, segmenters, pipeline, results, image
+    out.with_suffix(".json").write_text(json.dumps({"first_use_anon_mib": anon_after_release() - before}))
+
+
+CHILD = ("import json, sys; from pathlib import Path; sys.path[:0] = json.loads(sys.argv[1]); import test_soak; "
+         "test_soak.library_in_this_process(Path(sys.argv[2]), {k: Path(v) for k, v in json.loads(sys.argv[3]).items()}, Path(sys.argv[4]))")  # fmt: skip
 
 
 def library_in_a_child(models: Path, pngs: dict[str, Path], out: Path) -> tuple[dict[int, object], float]:
@@ -125,13 +123,12 @@ def library_in_a_child(models: Path, pngs: dict[str, Path], out: Path) -> tuple[
     import subprocess
     import sys
 
-    code = (f"import sys; sys.path[:0] = {[str(HERE), str(HERE.parent), str(HERE.parents[1])]!r}; from pathlib import Path; "
-            f"import test_soak as t; t.library_in_this_process(Path({str(models)!r}), "
-            f"{{k: Path(v) for k, v in {json.dumps({k: str(v) for k, v in pngs.items()})}.items()}}, Path({str(out)!r}))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    paths = json.dumps([str(HERE), str(HERE.parent), str(HERE.parents[1])])
+    argv = [sys.executable, "-c", CHILD, paths, str(models), json.dumps({k: str(v) for k, v in pngs.items()}), str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
-    saved = torch.load(out, weights_only=False)
-    return saved["results"], max(0.0, saved["first_use_anon_mib"])
+    first_use = json.loads(out.with_suffix(".json").read_text())["first_use_anon_mib"]
+    return torch.load(out, weights_only=False), max(0.0, first_use)
 
 
 @pytest.fixture(scope="module", params=SOAK_VERSIONS)
