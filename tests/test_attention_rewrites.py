@@ -10,8 +10,9 @@ from transformers import SamVisionConfig
 from transformers.models.grounding_dino.modeling_grounding_dino import MultiScaleDeformableAttention
 from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSdpaAttention
 
-from grounded_sam.dino import deformable
-from grounded_sam.sam import vit_attention
+from grounded_sam import token_blocks
+from grounded_sam.dino import deformable, feed_forward
+from grounded_sam.sam import vit_attention, vit_mlp
 
 # Uneven levels, one of them 1x1, so border handling and level offsets are both exercised.
 LEVELS = [(9, 13), (5, 7), (3, 4), (1, 1)]
@@ -43,6 +44,15 @@ def test_gathered_deformable_attention_matches_grid_sample_version(dtype, tolera
     torch.testing.assert_close(ours, expected, atol=tolerance, rtol=tolerance)
 
 
+def test_gathered_deformable_attention_reads_zeros_at_a_nan_location():
+    value, locations, weights = deformable_inputs(torch.float64)
+    locations[0, 3, 1, 2, 0] = float("nan")  # one point of one head: its corners must stay inside the table
+    clean = locations.clone()
+    clean[0, 3, 1, 2, 0] = -10.0  # far outside the map: grid_sample's zero padding
+    ours = deformable.gather_deformable(value, LEVELS, locations, weights)
+    torch.testing.assert_close(ours, stock_deformable(value, clean, weights), atol=1e-12, rtol=1e-12)
+
+
 def test_gathered_deformable_attention_replaces_each_core_once():
     model = torch.nn.Sequential(MultiScaleDeformableAttention(), torch.nn.Sequential(MultiScaleDeformableAttention()))
     assert deformable.use_gathered_deformable_attention(model) == 2
@@ -52,6 +62,36 @@ def test_gathered_deformable_attention_replaces_each_core_once():
     starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     ours = model[0](value, shapes, LEVELS, starts, locations, weights, 64)
     torch.testing.assert_close(ours, stock_deformable(value, locations, weights), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("token_block", [4, 37, 1 << 20])  # uneven blocks, one token short of a block, one block
+def test_blocked_feed_forward_layer_matches_transformers(monkeypatch, token_block):
+    from transformers import GroundingDinoConfig
+    from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoDeformableLayer
+
+    monkeypatch.setattr(token_blocks, "TOKEN_BLOCK", token_block)
+    torch.manual_seed(0)
+    config = GroundingDinoConfig(d_model=32, encoder_ffn_dim=64, encoder_attention_heads=4, num_feature_levels=len(LEVELS))
+    layer = GroundingDinoDeformableLayer(config).double().eval()
+    with torch.no_grad():  # zero-initialised biases and offsets get values, so a wrong term shows
+        for param in layer.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    shapes = torch.tensor(LEVELS)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    tokens = int((shapes[:, 0] * shapes[:, 1]).sum())
+    generator = torch.Generator().manual_seed(1)
+    hidden, position = (torch.randn(2, tokens, 32, generator=generator, dtype=torch.float64) for _ in range(2))
+    reference = torch.rand(2, tokens, len(LEVELS), 2, generator=generator, dtype=torch.float64)
+    valid = torch.ones(2, tokens, dtype=torch.bool)
+    valid[1, -5:] = False  # a padded image: masked values must stay masked
+    inputs = (hidden, valid, position, reference, shapes, LEVELS, starts)
+    with torch.inference_mode():
+        expected, expected_weights = layer(*inputs)
+        assert feed_forward.use_blocked_feed_forward(layer) == 1
+        assert feed_forward.use_blocked_feed_forward(layer) == 0  # already switched: not wrapped twice
+        ours, weights = layer(*inputs)
+    torch.testing.assert_close(weights, expected_weights, atol=0, rtol=0)
+    torch.testing.assert_close(ours, expected, atol=1e-12, rtol=1e-12)
 
 
 def sam_attention(cls, window: int) -> torch.nn.Module:
@@ -88,6 +128,24 @@ def test_banded_attention_is_used_by_every_rel_pos_block():
     model = SamModel(SamConfig(vision_config=vision.to_dict()))
     assert vit_attention.use_banded_attention(model.vision_encoder) == 3
     assert all(layer.attn.forward.__func__ is vit_attention.banded_attention_forward for layer in model.vision_encoder.layers)
+    assert vit_mlp.use_blocked_mlp(model.vision_encoder) == 3
+    assert vit_mlp.use_blocked_mlp(model.vision_encoder) == 0  # already switched
+
+
+@pytest.mark.parametrize("token_block", [5, 64, 1 << 20])  # uneven blocks (7x7 tokens a window), one block
+def test_blocked_sam_mlp_matches_transformers(monkeypatch, token_block):
+    from transformers.models.sam.modeling_sam import SamMLPBlock
+
+    monkeypatch.setattr(token_blocks, "TOKEN_BLOCK", token_block)
+    torch.manual_seed(0)
+    mlp = SamMLPBlock(SamVisionConfig(hidden_size=32, mlp_dim=96)).double().eval()
+    hidden = torch.randn(3, 7, 7, 32, dtype=torch.float64)
+    with torch.inference_mode():
+        expected = mlp(hidden)
+        mlp.forward = types.MethodType(vit_mlp.blocked_mlp_forward, mlp)
+        ours = mlp(hidden)
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, atol=1e-12, rtol=1e-12)
 
 
 def test_gathered_deformable_attention_sums_half_precision_in_float32():

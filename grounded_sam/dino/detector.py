@@ -14,6 +14,7 @@ from ..prompts import Prompt
 from ..records import Detections
 from ..settings import DetectionSettings
 from .deformable import use_gathered_deformable_attention
+from .feed_forward import use_blocked_feed_forward
 from .fusion import use_folded_fusion_attention
 from .text import caption_from_prompt, tokenize
 
@@ -101,6 +102,7 @@ class GroundingDinoDetector(ModelPlacement):
         self.backbone_cache = BackboneCache(model.model.backbone).cache
         use_gathered_deformable_attention(model)
         use_folded_fusion_attention(model)
+        use_blocked_feed_forward(model)
         self.prediction_cache: LruCache[tuple[torch.Tensor, torch.Tensor]] = LruCache(PREDICTION_CACHE_SIZE)
 
     def caches(self) -> tuple[LruCache, ...]:
