@@ -12,7 +12,7 @@ from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSd
 
 from grounded_sam import token_blocks
 from grounded_sam.dino import deformable, feed_forward
-from grounded_sam.sam import vit_attention, vit_mlp
+from grounded_sam.sam import vit_attention
 
 # Uneven levels, one of them 1x1, so border handling and level offsets are both exercised.
 LEVELS = [(9, 13), (5, 7), (3, 4), (1, 1)]
@@ -128,24 +128,6 @@ def test_banded_attention_is_used_by_every_rel_pos_block():
     model = SamModel(SamConfig(vision_config=vision.to_dict()))
     assert vit_attention.use_banded_attention(model.vision_encoder) == 3
     assert all(layer.attn.forward.__func__ is vit_attention.banded_attention_forward for layer in model.vision_encoder.layers)
-    assert vit_mlp.use_blocked_mlp(model.vision_encoder) == 3
-    assert vit_mlp.use_blocked_mlp(model.vision_encoder) == 0  # already switched
-
-
-@pytest.mark.parametrize("token_block", [5, 64, 1 << 20])  # uneven blocks (7x7 tokens a window), one block
-def test_blocked_sam_mlp_matches_transformers(monkeypatch, token_block):
-    from transformers.models.sam.modeling_sam import SamMLPBlock
-
-    monkeypatch.setattr(token_blocks, "TOKEN_BLOCK", token_block)
-    torch.manual_seed(0)
-    mlp = SamMLPBlock(SamVisionConfig(hidden_size=32, mlp_dim=96)).double().eval()
-    hidden = torch.randn(3, 7, 7, 32, dtype=torch.float64)
-    with torch.inference_mode():
-        expected = mlp(hidden)
-        mlp.forward = types.MethodType(vit_mlp.blocked_mlp_forward, mlp)
-        ours = mlp(hidden)
-    assert ours.shape == expected.shape
-    torch.testing.assert_close(ours, expected, atol=1e-12, rtol=1e-12)
 
 
 def test_gathered_deformable_attention_sums_half_precision_in_float32():

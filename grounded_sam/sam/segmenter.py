@@ -19,7 +19,6 @@ from .box_decoder import decode_boxes
 from .hq_decoder import hq_low_res_masks
 from .tiny_vit import TinyViTEncoder
 from .vit_attention import use_banded_attention
-from .vit_mlp import use_blocked_mlp
 
 # Meta's SAM normalises 0..255 pixels with these.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -57,7 +56,6 @@ class SamSegmenter(ModelPlacement):
         self.hq_token_only = False  # HQ-SAM's own predictor default: SAM and HQ logits summed
         self.embedding_cache: LruCache[ImageEmbedding] = LruCache(EMBEDDING_CACHE_SIZE)
         use_banded_attention(model.vision_encoder)
-        use_blocked_mlp(model.vision_encoder)
 
     def caches(self) -> tuple[LruCache, ...]:
         return (self.embedding_cache,)
