@@ -10,7 +10,6 @@ from transformers import SamVisionConfig
 from transformers.models.grounding_dino.modeling_grounding_dino import MultiScaleDeformableAttention
 from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSdpaAttention
 
-from grounded_sam import token_blocks
 from grounded_sam.dino import deformable, feed_forward
 from grounded_sam.sam import vit_attention
 
@@ -64,12 +63,12 @@ def test_gathered_deformable_attention_replaces_each_core_once():
     torch.testing.assert_close(ours, stock_deformable(value, locations, weights), atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("token_block", [4, 37, 1 << 20])  # uneven blocks, one token short of a block, one block
+@pytest.mark.parametrize("token_block", [4, 37, 1 << 20])  # 165 tokens: blocks of 4 and 37 leave a short last block; one block
 def test_blocked_feed_forward_layer_matches_transformers(monkeypatch, token_block):
     from transformers import GroundingDinoConfig
     from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoDeformableLayer
 
-    monkeypatch.setattr(token_blocks, "TOKEN_BLOCK", token_block)
+    monkeypatch.setattr(feed_forward, "TOKEN_BLOCK", token_block)
     torch.manual_seed(0)
     config = GroundingDinoConfig(d_model=32, encoder_ffn_dim=64, encoder_attention_heads=4, num_feature_levels=len(LEVELS))
     layer = GroundingDinoDeformableLayer(config).double().eval()
@@ -128,6 +127,7 @@ def test_banded_attention_is_used_by_every_rel_pos_block():
     model = SamModel(SamConfig(vision_config=vision.to_dict()))
     assert vit_attention.use_banded_attention(model.vision_encoder) == 3
     assert all(layer.attn.forward.__func__ is vit_attention.banded_attention_forward for layer in model.vision_encoder.layers)
+    assert vit_attention.use_banded_attention(model.vision_encoder) == 0  # already switched: not wrapped twice
 
 
 def test_gathered_deformable_attention_sums_half_precision_in_float32():

@@ -16,10 +16,10 @@ pass saved is measurable; under bf16 autocast it was most of the layer's non-GEM
 
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.nn.functional as F
+
+from ..forward_swap import replace_forward
 
 # Zero rows and columns around each level's map: one before it, two after it (a location
 # clamped to the map's far edge has its upper corner one further out).
@@ -120,10 +120,4 @@ def _forward(
 
 def use_gathered_deformable_attention(model: torch.nn.Module) -> int:
     """Switch every ``MultiScaleDeformableAttention`` core of a Grounding DINO model; returns how many."""
-    count = 0
-    for module in model.modules():
-        if type(module).__name__ == "MultiScaleDeformableAttention" and not hasattr(module, "_stock_forward"):
-            module._stock_forward = module.forward
-            module.forward = types.MethodType(_forward, module)
-            count += 1
-    return count
+    return sum(replace_forward(module, _forward) for module in model.modules() if type(module).__name__ == "MultiScaleDeformableAttention")

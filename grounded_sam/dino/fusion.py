@@ -16,9 +16,9 @@ rounding differs (checked against transformers' module in ``tests/test_attention
 
 from __future__ import annotations
 
-import types
-
 import torch
+
+from ..forward_swap import replace_forward
 
 
 def folded_fusion_forward(
@@ -78,9 +78,8 @@ def folded_fusion_forward(
 
 def use_folded_fusion_attention(model: torch.nn.Module) -> int:
     """Switch every ``GroundingDinoBiMultiHeadAttention`` of a Grounding DINO model; returns how many."""
-    count = 0
-    for module in model.modules():
-        if type(module).__name__ == "GroundingDinoBiMultiHeadAttention" and getattr(module.forward, "__func__", None) is not folded_fusion_forward:
-            module.forward = types.MethodType(folded_fusion_forward, module)
-            count += 1
-    return count
+    return sum(
+        replace_forward(module, folded_fusion_forward)
+        for module in model.modules()
+        if type(module).__name__ == "GroundingDinoBiMultiHeadAttention"
+    )
