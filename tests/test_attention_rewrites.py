@@ -63,6 +63,64 @@ def test_gathered_deformable_attention_replaces_each_core_once():
     torch.testing.assert_close(ours, stock_deformable(value, locations, weights), atol=1e-12, rtol=1e-12)
 
 
+def grounding_dino_attention_inputs(coordinates: int):
+    """One deformable attention module with non-zero weights, its inputs, and a padded second image."""
+    from transformers import GroundingDinoConfig
+    from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoMultiscaleDeformableAttention
+
+    torch.manual_seed(0)
+    config = GroundingDinoConfig(d_model=32, num_feature_levels=len(LEVELS))
+    module = GroundingDinoMultiscaleDeformableAttention(config, num_heads=4, n_points=3).double().eval()
+    with torch.no_grad():  # zero-initialised biases and offsets get values, so a wrong term shows
+        for param in module.parameters():
+            param.add_(torch.randn_like(param) * 0.5)
+    shapes = torch.tensor(LEVELS)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    tokens = int((shapes[:, 0] * shapes[:, 1]).sum())
+    generator = torch.Generator().manual_seed(2)
+    hidden, position = (torch.randn(2, tokens, 32, generator=generator, dtype=torch.float64) for _ in range(2))
+    reference = torch.rand(2, tokens, len(LEVELS), coordinates, generator=generator, dtype=torch.float64)
+    valid = torch.ones(2, tokens, dtype=torch.bool)
+    valid[1, -5:] = False
+    inputs = {
+        "hidden_states": hidden, "attention_mask": valid, "encoder_hidden_states": hidden, "position_embeddings": position,
+        "reference_points": reference, "spatial_shapes": shapes, "spatial_shapes_list": LEVELS, "level_start_index": starts,
+    }  # fmt: skip
+    return module, inputs
+
+
+@pytest.mark.parametrize("coordinates", [2, 4])  # the encoder's point references (ours), the decoder's boxes (transformers')
+def test_grounding_dino_deformable_attention_matches_transformers(monkeypatch, coordinates):
+    module, inputs = grounding_dino_attention_inputs(coordinates)
+    with torch.inference_mode():
+        expected, expected_weights = module(**inputs)
+        assert deformable.use_gathered_deformable_attention(module) == 2  # the module and its core
+        if coordinates == 2:  # ours must run, not fall back to transformers'
+
+            def stock_forward(*args, **kwargs):
+                raise AssertionError("the encoder's references fell back to transformers' forward")
+
+            monkeypatch.setattr(module, "_stock_forward", stock_forward)
+        ours, weights = module(**inputs)
+    assert expected.abs().mean() > 0.1  # not a trivial output
+    torch.testing.assert_close(weights, expected_weights, atol=0, rtol=0)
+    torch.testing.assert_close(ours, expected, atol=1e-12, rtol=1e-12)
+
+
+def test_sampling_pixels_stay_in_the_reference_precision_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(3)
+    heads, points, shapes = 4, 3, [(100, 150), (50, 75)]
+    reference = torch.rand(1, 64, len(shapes), 2, generator=generator)
+    offsets = (torch.randn(1, 64, heads * len(shapes) * points * 2, generator=generator) * 4).bfloat16()
+    with torch.autocast("cpu", torch.bfloat16):
+        pixels = deformable.sampling_pixels(offsets, reference, shapes, heads, points)
+    assert pixels.dtype == torch.float32
+    size = torch.tensor([(w, h) for h, w in shapes], dtype=torch.float64).view(1, 1, 1, len(shapes), 1, 2)
+    location = reference.double()[:, :, None, :, None, :] + offsets.double().view(1, 64, heads, len(shapes), points, 2) / size
+    expected = (location * size - 0.5).view(1, 64, -1)  # transformers' location, in the gather's pixels
+    torch.testing.assert_close(pixels.double(), expected, atol=1e-4, rtol=0)  # bf16 would be off by up to 0.5 pixel at x = 150
+
+
 @pytest.mark.parametrize("token_block", [4, 37, 1 << 20])  # 165 tokens: blocks of 4 and 37 leave a short last block; one block
 def test_blocked_feed_forward_layer_matches_transformers(monkeypatch, token_block):
     from transformers import GroundingDinoConfig

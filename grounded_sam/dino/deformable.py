@@ -11,7 +11,9 @@ The zero padding is a real border of zero rows around each level's map (one befo
 after), and a location is first clamped into that border: a corner outside the map then
 reads a zero row, so no corner needs its own range test or weight mask. Indices are int32.
 The index and weight arithmetic runs over ~2.5M sampling points per encoder layer, so each
-pass saved is measurable; under bf16 autocast it was most of the layer's non-GEMM time.
+pass saved is measurable; under bf16 autocast it was most of the layer's non-GEMM time. For the
+same reason the encoder's attention module computes its sampling points in pixels directly
+(``sampling_pixels``) rather than as transformers' normalised locations.
 """
 
 from __future__ import annotations
@@ -52,36 +54,75 @@ def gather_deformable(
 ) -> torch.Tensor:
     """``[B, Q, heads * dim]`` from ``value [B, S, heads, dim]``, locations ``[B, Q, heads, L, P, 2]``, weights ``[B, Q, heads, L, P]``.
 
+    Locations are ``grid_sample``'s, in 0..1 of each level's map.
+    """
+    batch, queries, heads, levels, points, _ = sampling_locations.shape
+    size_xy = torch.tensor([(w, h) for h, w in spatial_shapes], device=value.device, dtype=sampling_locations.dtype)
+    size_xy = size_xy.view(1, levels, 1, 2).expand(heads, levels, points, 2).reshape(-1)
+    # pixel = location * size - 0.5 (grid_sample's align_corners=False)
+    pixels = torch.addcmul(size_xy.new_tensor(-0.5), sampling_locations.reshape(batch, queries, -1), size_xy)
+    return gather_deformable_pixels(value, spatial_shapes, pixels, attention_weights)
+
+
+def sampling_pixels(offsets: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: list[tuple[int, int]], heads: int, points: int) -> torch.Tensor:
+    """Pixel coordinates ``[B, Q, heads * L * P * 2]`` of every sampling point, for 2-coordinate reference points.
+
+    transformers computes ``location = reference + offset / size`` per (head, level, point)
+    and the gather then ``location * size - 0.5``: two passes over ~2.5M points per encoder
+    layer that broadcast over a last dimension of 2 (70 ms a layer at 800x1200). Here
+    ``reference x size`` is spread to every (head, point) by one small product with a fixed
+    matrix and added to the offsets in the same call (3 ms). It runs in the reference points'
+    precision: under bf16 autocast only the offsets are bf16, as in transformers.
+    """
+    batch, queries, levels, _ = reference_points.shape
+    dtype, device = reference_points.dtype, reference_points.device
+    spread = torch.zeros(levels, 2, heads, levels, points, 2, dtype=dtype, device=device)
+    for level, (height, width) in enumerate(spatial_shapes):
+        spread[level, 0, :, level, :, 0] = width
+        spread[level, 1, :, level, :, 1] = height
+    with torch.autocast(device.type, enabled=False):
+        flat_offsets = offsets.reshape(batch * queries, -1).to(dtype)
+        pixels = torch.addmm(flat_offsets, reference_points.reshape(batch * queries, levels * 2), spread.view(levels * 2, -1))
+    return pixels.sub_(0.5).view(batch, queries, -1)
+
+
+def gather_deformable_pixels(
+    value: torch.Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    pixels: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """``[B, Q, heads * dim]`` from ``value [B, S, heads, dim]``, pixels ``[B, Q, heads * L * P * 2]`` (x, y), weights ``[B, Q, heads, L, P]``.
+
     Every per-(head, level, point) constant is laid out in full, so each elementwise step runs
     over long contiguous rows: broadcasting a per-level size over a last dimension of 2 or 4
     made the same steps several times slower.
     """
     batch, _, heads, dim = value.shape
-    _, queries, _, levels, points, _ = sampling_locations.shape
-    device, coord_dtype = value.device, sampling_locations.dtype
+    _, queries, _, levels, points = attention_weights.shape
+    device, coord_dtype = value.device, pixels.dtype
     # under autocast the weighted sum runs in float32, as grid_sample's weights are
     table, level_rows, head_rows = _bordered_table(value.float() if value.dtype in (torch.float16, torch.bfloat16) else value, spatial_shapes)
 
     def per_sample(values: list, dtype: torch.dtype) -> torch.Tensor:  # [heads, levels, points, len(values[l])]
         return torch.tensor(values, device=device, dtype=dtype).view(1, levels, 1, -1).expand(heads, levels, points, -1).contiguous()
 
-    size_xy = per_sample([(w, h) for h, w in spatial_shapes], coord_dtype).view(-1)  # clamp bound and scale, x then y
+    bound_xy = per_sample([(w, h) for h, w in spatial_shapes], coord_dtype).view(-1)  # the far zero border, x then y
     stride = [w + PAD_BEFORE + PAD_AFTER for _, w in spatial_shapes]  # rows per map row, per level
     row_stride = per_sample([[w] for w in stride], torch.int32).view(-1)
     head_start = torch.arange(heads, device=device, dtype=torch.int32).view(heads, 1, 1, 1) * head_rows
     origin = (head_start + per_sample([[r + PAD_BEFORE * w + PAD_BEFORE] for r, w in zip(level_rows, stride, strict=True)], torch.int32)).view(-1)
     corner_step = per_sample([(0, 1, w, w + 1) for w in stride], torch.int32).permute(0, 3, 1, 2).reshape(heads, 4, -1)
     samples, per_head = heads * levels * points, levels * points
-    minus_half = torch.tensor(-0.5, device=device, dtype=coord_dtype)
 
     out = table.new_empty(batch, queries, heads * dim)
     for b in range(batch):
         for first in range(0, queries, QUERY_BLOCK):
             block = slice(first, min(queries, first + QUERY_BLOCK))
             count = block.stop - block.start
-            # pixel = location * size - 0.5 (grid_sample's align_corners=False), clamped into the zero border
-            pixel = torch.addcmul(minus_half, sampling_locations[b, block].reshape(count, 2 * samples), size_xy).clamp_(min=-1.0)
-            pixel = torch.minimum(pixel, size_xy, out=pixel).nan_to_num_(nan=-1.0)  # a NaN location reads zeros, never past the table
+            # clamped into the zero border; the caller's pixels are not changed
+            pixel = pixels[b, block].clamp(min=-1.0)
+            pixel = torch.minimum(pixel, bound_xy, out=pixel).nan_to_num_(nan=-1.0)  # a NaN location reads zeros, never past the table
             low = pixel.floor()
             frac = pixel.sub_(low).view(count, samples, 2)  # in 0..1
             low = low.to(torch.int32).view(count, samples, 2)
@@ -118,6 +159,46 @@ def _forward(
     return gather_deformable(value, value_spatial_shapes_list, sampling_locations, attention_weights)
 
 
+def _attention_forward(
+    self,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    encoder_hidden_states: torch.Tensor | None = None,
+    encoder_attention_mask: torch.Tensor | None = None,
+    position_embeddings: torch.Tensor | None = None,
+    reference_points: torch.Tensor | None = None,
+    spatial_shapes: torch.Tensor | None = None,
+    spatial_shapes_list: list[tuple[int, int]] | None = None,
+    level_start_index: torch.Tensor | None = None,
+    output_attentions: bool = False,
+):
+    """``GroundingDinoMultiscaleDeformableAttention.forward`` with its sampling points made by ``sampling_pixels``.
+
+    Only the encoder's 2-coordinate reference points on the CPU in inference; the decoder's box
+    references (900 queries, cheap) and every other case keep transformers' forward.
+    """
+    if self.training or hidden_states.device.type != "cpu" or reference_points is None or reference_points.shape[-1] != 2:
+        return self._stock_forward(
+            hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask, position_embeddings=position_embeddings,
+            reference_points=reference_points, spatial_shapes=spatial_shapes, spatial_shapes_list=spatial_shapes_list,
+            level_start_index=level_start_index, output_attentions=output_attentions,
+        )  # fmt: skip
+    if position_embeddings is not None:
+        hidden_states = hidden_states + position_embeddings
+    batch, queries, _ = hidden_states.shape
+    value = self.value_proj(encoder_hidden_states)
+    if attention_mask is not None:  # padding: its values must not be sampled
+        value = value.masked_fill_(~attention_mask[..., None], 0.0)
+    value = value.view(batch, value.shape[1], self.n_heads, self.d_model // self.n_heads)
+    attention_weights = self.attention_weights(hidden_states).view(batch, queries, self.n_heads, -1)
+    attention_weights = F.softmax(attention_weights, -1).view(batch, queries, self.n_heads, self.n_levels, self.n_points)
+    pixels = sampling_pixels(self.sampling_offsets(hidden_states), reference_points, spatial_shapes_list, self.n_heads, self.n_points)
+    output = gather_deformable_pixels(value, spatial_shapes_list, pixels, attention_weights)
+    return self.output_proj(output), attention_weights
+
+
 def use_gathered_deformable_attention(model: torch.nn.Module) -> int:
-    """Switch every ``MultiScaleDeformableAttention`` core of a Grounding DINO model; returns how many."""
-    return sum(replace_forward(module, _forward) for module in model.modules() if type(module).__name__ == "MultiScaleDeformableAttention")
+    """Switch every deformable attention of a Grounding DINO model (module and core); returns how many modules."""
+    kinds = {"MultiScaleDeformableAttention": _forward, "GroundingDinoMultiscaleDeformableAttention": _attention_forward}
+    return sum(replace_forward(module, kinds[type(module).__name__]) for module in model.modules() if type(module).__name__ in kinds)
