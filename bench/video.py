@@ -3,9 +3,10 @@
 - SAM 2.1 tiny propagation, ours (transformers' Sam2VideoModel, streamed) against Meta's
   ``SAM2VideoPredictor`` (``init_state`` on the frames as JPEG, two box prompts, ``propagate_in_video``);
 - tracking at ``redetect_every=10`` against segmenting every frame on its own (the image pipeline),
-  with a full-size Grounding DINO Swin-T + BERT-base and SAM 2.1 tiny, up to 3 objects.
+  with a full-size Grounding DINO Swin-T + BERT-base and SAM 2.1 tiny, up to 3 objects;
+- full-size SAM 3's tracker, ours against Meta's ``Sam3TrackerPredictor`` (two box prompts on frame 0).
 
-    python bench/video.py [--frames 8] [--track-frames 20]
+    python bench/video.py [--frames 8] [--track-frames 20] [--sam3-frames 4]
 """
 
 from __future__ import annotations
@@ -73,6 +74,63 @@ def propagation_row(work: Path, sam_path: Path, count: int) -> dict:
             "frames_per_s": round(count / mine, 3), "ratio": round(meta / mine, 2)}
 
 
+def sam3_propagation_row(work: Path, count: int) -> dict:
+    """Full-size SAM 3 (Meta's release layout: 32 ViT layers, 4 memory-attention layers) in the SAM socket, two box
+    prompts on frame 0: ours (transformers' ``Sam3TrackerVideoModel`` with Meta's two steps, frames streamed)
+    against Meta's ``Sam3TrackerPredictor`` (``init_state``, ``propagate_in_video``) on the same weights and frames.
+
+    Meta's predictor is given the frames' pixels as our detector prepares them (as in the parity test); that
+    preparation is counted in its time, as ours is in ours. Its CUDA calls are made no-ops on a CPU.
+    """
+    from unittest import mock
+
+    from reference_models import meta_sam3, meta_sam3_on_cpu, save_sam3_release
+
+    frames = first_frames(count)
+    model = meta_sam3(depth=32, global_blocks=(7, 15, 23, 31), text_layers=24, interactive=True, seed=9, memory_layers=4, fusion_layers=6)
+    path = save_sam3_release(model, work / "sam3.pt")
+    segmenter = load_sam(path, "cpu")
+    h, w = frames[0].shape[:2]
+
+    def meta() -> dict[int, torch.Tensor]:
+        tracker = model.inst_interactive_predictor.model
+        tracker.backbone = model.backbone
+        try:
+            with meta_sam3_on_cpu(), mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self), torch.inference_mode():
+                state = tracker.init_state(video_height=h, video_width=w, num_frames=count, offload_state_to_cpu=True)
+                state["images"] = torch.cat([segmenter.detector.preprocess(frame) for frame in frames])
+                for obj_id, box in enumerate(BOXES, start=1):
+                    tracker.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, box=box / torch.tensor([w, h, w, h]))
+                run = tracker.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=count - 1, reverse=False, propagate_preflight=True)
+                return {index: low[:, 0].clone() for index, _, low, _, _ in run}
+        finally:
+            tracker.backbone = None
+
+    def ours() -> dict[int, torch.Tensor]:
+        propagation = Propagation(segmenter.video, (h, w), read_frame=segmenter.video_frame)
+        propagation.add_boxes(0, [1, 2], BOXES)
+        low_res = {}
+        for index, frame in enumerate(frames):
+            low_res[index] = propagation.step(index, frame)[1]
+            propagation.full_size(low_res[index])  # the masks at the frame's size, as tracking makes them
+        return low_res
+
+    started = time.perf_counter()
+    theirs = meta()
+    meta_s = time.perf_counter() - started
+    started = time.perf_counter()
+    mine = ours()
+    ours_s = time.perf_counter() - started
+    masks = {i: (mine[i] > 0, theirs[i] > 0) for i in range(count)}  # low-res masks, per frame [objects, 288, 288]
+    union = {i: (a | b).flatten(1).sum(1) for i, (a, b) in masks.items()}
+    ious = [float(((a & b).flatten(1).sum(1)[union[i] > 0] / union[i][union[i] > 0]).min()) for i, (a, b) in masks.items() if (union[i] > 0).any()]
+    return {"row": f"SAM 3 tracker propagation (full size), {count} frames, 2 objects", "reference_s": round(meta_s, 1),
+            "ours_s": round(ours_s, 1), "frames_per_s": round(count / ours_s, 3), "ratio": round(meta_s / ours_s, 2),
+            "max_abs_logit_diff": float(max((mine[i] - theirs[i]).abs().max() for i in range(count))),
+            "mask_iou_min_where_not_empty": round(min(ious), 5) if ious else None,
+            "mask_cover": [round(float(masks[i][0].float().mean()), 3) for i in range(count)]}  # fmt: skip
+
+
 def tracking_row(work: Path, sam_path: Path, count: int) -> dict:
     bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
     dino_path = save_original_release(original_grounding_dino(bert, enc=6, dec=6), work / "groundingdino_swint_ogc.pth")
@@ -96,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--track-frames", type=int, default=20)
+    parser.add_argument("--sam3-frames", type=int, default=4, help="frames of the SAM 3 tracker row (0: skip it; a full-size frame takes about a minute)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "video.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -105,6 +164,8 @@ def main() -> None:
     rows = [propagation_row(work, sam_path, args.frames)] if args.frames else []  # --frames 0: the tracking row alone
     if args.track_frames:
         rows.append(tracking_row(work, sam_path, args.track_frames))
+    if args.sam3_frames:
+        rows.append(sam3_propagation_row(work, args.sam3_frames))
     for row in rows:
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
