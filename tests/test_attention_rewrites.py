@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -63,30 +64,41 @@ def test_gathered_deformable_attention_replaces_each_core_once():
     torch.testing.assert_close(ours, stock_deformable(value, locations, weights), atol=1e-12, rtol=1e-12)
 
 
+def perturbed(build: Callable[[], torch.nn.Module], scale: float) -> torch.nn.Module:
+    """A module in float64 for inference, its zero-initialised biases and offsets given values so a wrong term shows."""
+    torch.manual_seed(0)
+    module = build().double().eval()
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn_like(param) * scale)
+    return module
+
+
+def encoder_inputs(seed: int, coordinates: int = 2) -> dict:
+    """Float64 image tokens of ``LEVELS`` (width 32) for two images, the second padded, with their reference points."""
+    shapes = torch.tensor(LEVELS)
+    tokens = int((shapes[:, 0] * shapes[:, 1]).sum())
+    generator = torch.Generator().manual_seed(seed)
+    hidden, position = (torch.randn(2, tokens, 32, generator=generator, dtype=torch.float64) for _ in range(2))
+    valid = torch.ones(2, tokens, dtype=torch.bool)
+    valid[1, -5:] = False  # a padded image: masked values must stay masked
+    return {
+        "hidden_states": hidden, "attention_mask": valid, "position_embeddings": position,
+        "reference_points": torch.rand(2, tokens, len(LEVELS), coordinates, generator=generator, dtype=torch.float64),
+        "spatial_shapes": shapes, "spatial_shapes_list": LEVELS,
+        "level_start_index": torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]]),
+    }  # fmt: skip
+
+
 def grounding_dino_attention_inputs(coordinates: int):
-    """One deformable attention module with non-zero weights, its inputs, and a padded second image."""
+    """One deformable attention module with non-zero weights and its inputs (self-attention over the image tokens)."""
     from transformers import GroundingDinoConfig
     from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoMultiscaleDeformableAttention
 
-    torch.manual_seed(0)
     config = GroundingDinoConfig(d_model=32, num_feature_levels=len(LEVELS))
-    module = GroundingDinoMultiscaleDeformableAttention(config, num_heads=4, n_points=3).double().eval()
-    with torch.no_grad():  # zero-initialised biases and offsets get values, so a wrong term shows
-        for param in module.parameters():
-            param.add_(torch.randn_like(param) * 0.5)
-    shapes = torch.tensor(LEVELS)
-    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
-    tokens = int((shapes[:, 0] * shapes[:, 1]).sum())
-    generator = torch.Generator().manual_seed(2)
-    hidden, position = (torch.randn(2, tokens, 32, generator=generator, dtype=torch.float64) for _ in range(2))
-    reference = torch.rand(2, tokens, len(LEVELS), coordinates, generator=generator, dtype=torch.float64)
-    valid = torch.ones(2, tokens, dtype=torch.bool)
-    valid[1, -5:] = False
-    inputs = {
-        "hidden_states": hidden, "attention_mask": valid, "encoder_hidden_states": hidden, "position_embeddings": position,
-        "reference_points": reference, "spatial_shapes": shapes, "spatial_shapes_list": LEVELS, "level_start_index": starts,
-    }  # fmt: skip
-    return module, inputs
+    module = perturbed(lambda: GroundingDinoMultiscaleDeformableAttention(config, num_heads=4, n_points=3), 0.5)
+    inputs = encoder_inputs(2, coordinates)
+    return module, {**inputs, "encoder_hidden_states": inputs["hidden_states"]}
 
 
 @pytest.mark.parametrize("coordinates", [2, 4])  # the encoder's point references (ours), the decoder's boxes (transformers')
@@ -127,26 +139,14 @@ def test_blocked_feed_forward_layer_matches_transformers(monkeypatch, token_bloc
     from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoDeformableLayer
 
     monkeypatch.setattr(feed_forward, "TOKEN_BLOCK", token_block)
-    torch.manual_seed(0)
     config = GroundingDinoConfig(d_model=32, encoder_ffn_dim=64, encoder_attention_heads=4, num_feature_levels=len(LEVELS))
-    layer = GroundingDinoDeformableLayer(config).double().eval()
-    with torch.no_grad():  # zero-initialised biases and offsets get values, so a wrong term shows
-        for param in layer.parameters():
-            param.add_(torch.randn_like(param) * 0.1)
-    shapes = torch.tensor(LEVELS)
-    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
-    tokens = int((shapes[:, 0] * shapes[:, 1]).sum())
-    generator = torch.Generator().manual_seed(1)
-    hidden, position = (torch.randn(2, tokens, 32, generator=generator, dtype=torch.float64) for _ in range(2))
-    reference = torch.rand(2, tokens, len(LEVELS), 2, generator=generator, dtype=torch.float64)
-    valid = torch.ones(2, tokens, dtype=torch.bool)
-    valid[1, -5:] = False  # a padded image: masked values must stay masked
-    inputs = (hidden, valid, position, reference, shapes, LEVELS, starts)
+    layer = perturbed(lambda: GroundingDinoDeformableLayer(config), 0.1)
+    inputs = encoder_inputs(1)
     with torch.inference_mode():
-        expected, expected_weights = layer(*inputs)
+        expected, expected_weights = layer(**inputs)
         assert feed_forward.use_blocked_feed_forward(layer) == 1
         assert feed_forward.use_blocked_feed_forward(layer) == 0  # already switched: not wrapped twice
-        ours, weights = layer(*inputs)
+        ours, weights = layer(**inputs)
     torch.testing.assert_close(weights, expected_weights, atol=0, rtol=0)
     torch.testing.assert_close(ours, expected, atol=1e-12, rtol=1e-12)
 
