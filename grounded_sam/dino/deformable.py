@@ -46,6 +46,15 @@ def _bordered_table(value: torch.Tensor, spatial_shapes: list[tuple[int, int]]) 
     return torch.cat(levels, 2).reshape(-1, dim), level_rows, rows
 
 
+def per_sample(values: list, heads: int, points: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[heads, levels, points, len(values[l])]``: each level's constants laid out for every head and point.
+
+    Contiguous, so the elementwise steps that use them run over long rows.
+    """
+    levels = len(values)
+    return torch.tensor(values, device=device, dtype=dtype).view(1, levels, 1, -1).expand(heads, levels, points, -1).contiguous()
+
+
 def gather_deformable(
     value: torch.Tensor,
     spatial_shapes: list[tuple[int, int]],
@@ -57,8 +66,7 @@ def gather_deformable(
     Locations are ``grid_sample``'s, in 0..1 of each level's map.
     """
     batch, queries, heads, levels, points, _ = sampling_locations.shape
-    size_xy = torch.tensor([(w, h) for h, w in spatial_shapes], device=value.device, dtype=sampling_locations.dtype)
-    size_xy = size_xy.view(1, levels, 1, 2).expand(heads, levels, points, 2).reshape(-1)
+    size_xy = per_sample([(w, h) for h, w in spatial_shapes], heads, points, sampling_locations.dtype, value.device).view(-1)
     # pixel = location * size - 0.5 (grid_sample's align_corners=False)
     pixels = torch.addcmul(size_xy.new_tensor(-0.5), sampling_locations.reshape(batch, queries, -1), size_xy)
     return gather_deformable_pixels(value, spatial_shapes, pixels, attention_weights)
@@ -104,15 +112,15 @@ def gather_deformable_pixels(
     # under autocast the weighted sum runs in float32, as grid_sample's weights are
     table, level_rows, head_rows = _bordered_table(value.float() if value.dtype in (torch.float16, torch.bfloat16) else value, spatial_shapes)
 
-    def per_sample(values: list, dtype: torch.dtype) -> torch.Tensor:  # [heads, levels, points, len(values[l])]
-        return torch.tensor(values, device=device, dtype=dtype).view(1, levels, 1, -1).expand(heads, levels, points, -1).contiguous()
+    def laid_out(values: list, dtype: torch.dtype) -> torch.Tensor:
+        return per_sample(values, heads, points, dtype, device)
 
-    bound_xy = per_sample([(w, h) for h, w in spatial_shapes], coord_dtype).view(-1)  # the far zero border, x then y
+    bound_xy = laid_out([(w, h) for h, w in spatial_shapes], coord_dtype).view(-1)  # the far zero border, x then y
     stride = [w + PAD_BEFORE + PAD_AFTER for _, w in spatial_shapes]  # rows per map row, per level
-    row_stride = per_sample([[w] for w in stride], torch.int32).view(-1)
+    row_stride = laid_out([[w] for w in stride], torch.int32).view(-1)
     head_start = torch.arange(heads, device=device, dtype=torch.int32).view(heads, 1, 1, 1) * head_rows
-    origin = (head_start + per_sample([[r + PAD_BEFORE * w + PAD_BEFORE] for r, w in zip(level_rows, stride, strict=True)], torch.int32)).view(-1)
-    corner_step = per_sample([(0, 1, w, w + 1) for w in stride], torch.int32).permute(0, 3, 1, 2).reshape(heads, 4, -1)
+    origin = (head_start + laid_out([[r + PAD_BEFORE * w + PAD_BEFORE] for r, w in zip(level_rows, stride, strict=True)], torch.int32)).view(-1)
+    corner_step = laid_out([(0, 1, w, w + 1) for w in stride], torch.int32).permute(0, 3, 1, 2).reshape(heads, 4, -1)
     samples, per_head = heads * levels * points, levels * points
 
     out = table.new_empty(batch, queries, heads * dim)
