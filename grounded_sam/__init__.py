@@ -26,6 +26,7 @@ _PUBLIC = {
     "SamSegmenter": ".sam.segmenter",
     "RunHooks": ".steps",
     "resolve_device": ".devices",
+    "bound_kernel_caches": ".kernel_caches",
     "label_dataset": ".labeling.runner",
     "evaluate": ".labeling.evaluation",
 }
@@ -42,6 +43,7 @@ __all__ = [
     "ModelNotFoundError",
     "RunHooks",
     "SamSegmenter",
+    "bound_kernel_caches",
     "evaluate",
     "label_dataset",
     "load_grounding_dino",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from .devices import resolve_device
     from .dino.detector import GroundingDinoDetector
     from .errors import CancelledError, GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+    from .kernel_caches import bound_kernel_caches
     from .labeling.evaluation import evaluate
     from .labeling.runner import label_dataset
     from .loaders import load_grounding_dino, load_sam

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .devices import DEVICE_CHOICES_HELP, PRECISION_CHOICES
 from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+from .kernel_caches import bound_kernel_caches
 from .labeling.commands import (
     add_eval_arguments,
     add_label_arguments,
@@ -345,6 +346,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    bound_kernel_caches()  # before any model runs: a labelling run sees many image sizes
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one readable line, not a source location
         try:

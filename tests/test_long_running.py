@@ -257,3 +257,49 @@ def test_freed_and_offloaded_models_leave_nothing_in_transformers_caches(sam2_ti
     del held
     gc.collect()
     assert gone() is None and cached_entries() == 0
+
+
+KERNELS_PER_SHAPE = """
+import ctypes, gc, sys
+import torch
+if sys.argv[1] == "pack":
+    import grounded_sam.comfy  # what ComfyUI does when it loads the pack, before any model runs
+def anon_mib():
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return int(open("/proc/self/status").read().split("RssAnon:")[1].split()[0]) / 1024
+layer = torch.nn.Linear(64, 96)
+start = anon_mib()
+with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    for rows in range(1, 1301):  # 1300 input shapes: more than the 1024 kernels torch keeps by default
+        layer(torch.rand(rows, 64))
+print(anon_mib() - start)
+"""
+
+
+def test_the_pack_bounds_torch_s_kernel_caches_for_a_server_that_sees_many_shapes(monkeypatch):
+    """torch keeps a CPU bf16 kernel per input shape in two process-wide caches that nothing frees (1024 each by
+    default). A ComfyUI server sees ever new image sizes and prompt lengths: the pack bounds both when it loads."""
+    import subprocess
+    import sys
+
+    from grounded_sam.kernel_caches import KERNEL_CACHE_ENTRIES, bound_kernel_caches
+
+    clean_names = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+    clean = {k: v for k, v in os.environ.items() if k not in clean_names}
+
+    def growth(mode: str) -> float:
+        done = subprocess.run([sys.executable, "-c", KERNELS_PER_SHAPE, mode], env=clean, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return float(done.stdout.split()[-1])
+
+    unbounded, bounded = growth("torch alone"), growth("pack")
+    if unbounded < 64:
+        pytest.skip(f"torch kept {unbounded:.0f} MiB for 1300 bf16 shapes on this CPU: nothing to bound")
+    assert bounded < 0.5 * unbounded, f"the pack's bound kept {bounded:.0f} MiB of kernels, torch alone {unbounded:.0f} MiB"
+    # a size the user set is theirs: kept, never replaced
+    for name in clean_names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DNNL_PRIMITIVE_CACHE_CAPACITY", "4096")
+    assert bound_kernel_caches() == {"LRU_CACHE_CAPACITY": str(KERNEL_CACHE_ENTRIES)}
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
