@@ -21,12 +21,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from grounded_sam.kernel_caches import KERNEL_CACHE_VARIABLES  # noqa: E402  (sets nothing: the pack's init does)
+
 WORDS = "person bus window wheel dog cat tree car road sky cloud house door".split()
-SIZES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 
 def build(folder: Path) -> tuple[Path, Path]:
-    sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+    sys.path.insert(0, str(ROOT / "tests"))
     import torch
     from reference_models import TINY_DINO, bert_folder, meta_sam, original_grounding_dino, save_original_release
 
@@ -37,7 +40,6 @@ def build(folder: Path) -> tuple[Path, Path]:
 
 def side(bounded: bool, dino: str, sam: str, shapes: int) -> None:
     """One process's run: prints a JSON line of (images, MiB over the start, seconds) rows."""
-    sys.path[:0] = [str(ROOT)]
     if bounded:
         import grounded_sam.comfy  # noqa: F401  (what ComfyUI does when it loads the pack)
     import ctypes
@@ -76,7 +78,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="kernel-caches-") as work:
         dino, sam = build(Path(work))
-        clean = {k: v for k, v in os.environ.items() if k not in SIZES}
+        clean = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_VARIABLES}
         results = {}
         for name, bounded in (("torch's sizes (1024 each)", "0"), ("the pack's bound", "1")):
             argv = [sys.executable, __file__, "--shapes", str(args.shapes), "--side", bounded, str(dino), str(sam)]

@@ -283,10 +283,9 @@ def test_the_pack_bounds_torch_s_kernel_caches_for_a_server_that_sees_many_shape
     import subprocess
     import sys
 
-    from grounded_sam.kernel_caches import KERNEL_CACHE_ENTRIES, bound_kernel_caches
+    from grounded_sam.kernel_caches import KERNEL_CACHE_ENTRIES, KERNEL_CACHE_VARIABLES, bound_kernel_caches
 
-    clean_names = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
-    clean = {k: v for k, v in os.environ.items() if k not in clean_names}
+    clean = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_VARIABLES}
 
     def growth(mode: str) -> float:
         done = subprocess.run([sys.executable, "-c", KERNELS_PER_SHAPE, mode], env=clean, capture_output=True, text=True, timeout=600)
@@ -298,7 +297,7 @@ def test_the_pack_bounds_torch_s_kernel_caches_for_a_server_that_sees_many_shape
         pytest.skip(f"torch kept {unbounded:.0f} MiB for 1300 bf16 shapes on this CPU: nothing to bound")
     assert bounded < 0.5 * unbounded, f"the pack's bound kept {bounded:.0f} MiB of kernels, torch alone {unbounded:.0f} MiB"
     # a size the user set is theirs: kept, never replaced
-    for name in clean_names:
+    for name in KERNEL_CACHE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DNNL_PRIMITIVE_CACHE_CAPACITY", "4096")
     assert bound_kernel_caches() == {"LRU_CACHE_CAPACITY": str(KERNEL_CACHE_ENTRIES)}
