@@ -42,18 +42,16 @@ def side(bounded: bool, dino: str, sam: str, shapes: int) -> None:
     """One process's run: prints a JSON line of (images, MiB over the start, seconds) rows."""
     if bounded:
         import grounded_sam.comfy  # noqa: F401  (what ComfyUI does when it loads the pack)
-    import ctypes
     import gc
 
     import torch
 
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
-    from grounded_sam.transformers_caches import clear_transformers_caches
+    from grounded_sam.freed_memory import release_freed_memory
 
-    def anon_mib() -> float:  # as the pack's release_freed_memory, without importing the pack
+    def anon_mib() -> float:  # once what is freed is handed back, as the pack does when ComfyUI frees a model
         gc.collect()
-        clear_transformers_caches()
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        release_freed_memory()
         return int(Path("/proc/self/status").read_text().split("RssAnon:")[1].split()[0]) / 1024
 
     pipeline = GroundedSam(load_grounding_dino(dino, "cpu"), load_sam(sam, "cpu"), "bf16")

@@ -27,6 +27,7 @@ _PUBLIC = {
     "RunHooks": ".steps",
     "resolve_device": ".devices",
     "bound_kernel_caches": ".kernel_caches",
+    "release_freed_memory": ".freed_memory",
     "label_dataset": ".labeling.runner",
     "evaluate": ".labeling.evaluation",
 }
@@ -48,6 +49,7 @@ __all__ = [
     "label_dataset",
     "load_grounding_dino",
     "load_sam",
+    "release_freed_memory",
     "resolve_device",
 ]
 
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from .devices import resolve_device
     from .dino.detector import GroundingDinoDetector
     from .errors import CancelledError, GroundedSamError, InputError, ModelFileError, ModelNotFoundError
+    from .freed_memory import release_freed_memory
     from .kernel_caches import bound_kernel_caches
     from .labeling.evaluation import evaluate
     from .labeling.runner import label_dataset

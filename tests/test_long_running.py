@@ -191,7 +191,7 @@ def test_loaded_models_are_shared_while_held_and_freed_when_dropped(tmp_path, sa
 def test_a_freed_model_s_memory_is_trimmed_after_its_tensors_are_freed(tmp_path, monkeypatch):
     """glibc keeps freed memory for reuse until it is trimmed. A model in a reference cycle (ComfyUI's patcher makes
     one) is finalized before the collector frees its tensors, so a trim in the finalizer alone comes too early."""
-    from grounded_sam.comfy import loaded
+    from grounded_sam import freed_memory
 
     class Model:
         pass
@@ -208,13 +208,13 @@ def test_a_freed_model_s_memory_is_trimmed_after_its_tensors_are_freed(tmp_path,
     model = shared_model("sams", path, load)
     weight = weakref.ref(model.weight)
     alive_at_each_trim = []
-    real = loaded._TRIM
+    real = freed_memory._TRIM
 
     def spy(pad: int) -> int:
         alive_at_each_trim.append(weight() is not None)
         return real(pad) if real is not None else 0
 
-    monkeypatch.setattr(loaded, "_TRIM", spy)
+    monkeypatch.setattr(freed_memory, "_TRIM", spy)
     del model
     gc.collect()
     assert weight() is None and alive_at_each_trim, "the model was not freed, or nothing was trimmed"
@@ -260,13 +260,14 @@ def test_freed_and_offloaded_models_leave_nothing_in_transformers_caches(sam2_ti
 
 
 KERNELS_PER_SHAPE = """
-import ctypes, gc, sys
+import gc, sys
 import torch
 if sys.argv[1] == "pack":
     import grounded_sam.comfy  # what ComfyUI does when it loads the pack, before any model runs
+from grounded_sam.freed_memory import release_freed_memory
 def anon_mib():
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_freed_memory()
     return int(open("/proc/self/status").read().split("RssAnon:")[1].split()[0]) / 1024
 layer = torch.nn.Linear(64, 96)
 start = anon_mib()

@@ -1,0 +1,58 @@
+"""Memory a freed model leaves in the process, given back to the system.
+
+A model's weights go back to glibc when the model is freed, and glibc keeps them in its heaps for
+reuse, so the process still shows them as resident; transformers keeps some results for the process
+too. A host that frees models (the ComfyUI pack when ComfyUI lets go of one, a library user who drops
+one) calls ``release_freed_memory`` to hand it all back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+from collections.abc import Callable
+
+from .transformers_caches import clear_transformers_caches
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed with a model back to the system.
+
+    transformers' process-wide caches are emptied first (SAM 2 keeps a 64 MiB position embedding in one).
+    Then glibc, which keeps freed memory in its heaps for reuse, so a process that freed a model still
+    shows it as resident (measured: 1.55 GB resident after freeing models that took it from 0.91 to
+    1.39 GB; 1.07 GB after this). A model in a reference cycle (ComfyUI's patcher holds one) is finalized
+    before the collector frees its tensors, so the heaps are trimmed again once that collection ends: in
+    the soak test's server that took RSS after ``/free`` from 1.14 to 1.06 of the start. Where the C
+    library is not glibc this does nothing.
+    """
+    global _trim_pending
+    clear_transformers_caches()
+    if _TRIM is not None:
+        _TRIM(0)
+        _trim_pending = True
+
+
+_trim_pending = False
+
+
+def _trim_after_collection(phase: str, info: dict) -> None:
+    """A ``gc.callbacks`` hook: the trim asked for during a collection, once it has freed what it found."""
+    global _trim_pending
+    if phase == "stop" and _trim_pending:
+        _trim_pending = False
+        _TRIM(0)
+
+
+gc.callbacks.append(_trim_after_collection)
