@@ -23,11 +23,10 @@ import os
 
 KERNEL_CACHE_ENTRIES = 256  # oneDNN's primitive cache, for the process
 THREAD_KERNEL_CACHE_ENTRIES = 8  # ideep's, in each thread (0 crashes torch: it needs at least one)
-_PROCESS, _THREAD = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"
-# Each cache's variable, with the older name oneDNN also reads (a size set under it is the user's too).
-_OLDER = {_PROCESS: "DNNL_PRIMITIVE_CACHE_CAPACITY", _THREAD: None}
+# oneDNN's cache's variable, then ideep's, each with the older name oneDNN also reads (a size set under it is the user's too).
+_VARIABLES = (("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY"), ("LRU_CACHE_CAPACITY", None))
 # Every variable that sizes one of them: what a run with torch's own sizes must leave unset.
-KERNEL_CACHE_VARIABLES = tuple(name for pair in _OLDER.items() for name in pair if name)
+KERNEL_CACHE_VARIABLES = tuple(name for pair in _VARIABLES for name in pair if name)
 
 
 def bound_kernel_caches(entries: int = KERNEL_CACHE_ENTRIES, per_thread: int = THREAD_KERNEL_CACHE_ENTRIES) -> dict[str, str]:
@@ -35,8 +34,7 @@ def bound_kernel_caches(entries: int = KERNEL_CACHE_ENTRIES, per_thread: int = T
     environment sizes one; returns the sizes set by name."""
     if entries < 0 or per_thread < 1:
         raise ValueError(f"oneDNN's cache holds 0 or more kernels and ideep's 1 or more, not {entries} and {per_thread}")
-    for name, size in ((_PROCESS, entries), (_THREAD, per_thread)):
-        older = _OLDER[name]
+    for (name, older), size in zip(_VARIABLES, (entries, per_thread), strict=True):
         if name not in os.environ and (older is None or older not in os.environ):
             os.environ[name] = str(size)
-    return {name: os.environ[name] for name in _OLDER if name in os.environ}
+    return {name: os.environ[name] for name, _ in _VARIABLES if name in os.environ}
