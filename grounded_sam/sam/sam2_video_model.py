@@ -32,8 +32,8 @@ def build_video_model(image_model: Sam2Model, video_weights: dict[str, torch.Ten
         enable_temporal_pos_encoding_for_object_pointers=sam21,
     )
     video = without_initial_values(lambda: Sam2VideoModel(config)).eval()
-    state = {**image_model.state_dict(keep_vars=True), **video_weights}
-    state = {k: v for k, v in state.items() if k in video.state_dict()}
+    wanted = video.state_dict()  # once: building it walks every module
+    state = {k: v for k, v in {**image_model.state_dict(keep_vars=True), **video_weights}.items() if k in wanted}
     require_complete(video, state, source, f"{name} video")
     load_exact(video, state, source, f"{name} video", assign=True)
     return video.eval()
