@@ -7,9 +7,12 @@ command line's writer (tracks.json and MOT after every frame). Random weights in
 formats: a tiny Grounding DINO and SAM 2.1 tiny as released. ``--size 512`` gives SAM 2.1 the same
 weights as the hub's ``sam2_video`` folder reading frames at 512 (a frame costs about a seventh of
 the release's 1024, so a 600-frame run takes minutes, not hours; what is held per frame is the
-same set of tensors, each a quarter of the size).
+same set of tensors, each a quarter of the size). ``--family sam3`` puts one SAM 3 in both loaders
+instead (Meta's ``sam3.pt`` format with the release's widths and fewer layers, as the tests build it:
+two ViT blocks, one memory-attention layer; it reads every frame at its own 1008 pixels): SAM 3
+finds the objects and its tracker follows them, one ViT pass per frame.
 
-    python bench/track_memory.py --frames 60 600 [--size 512]
+    python bench/track_memory.py --frames 60 600 [--size 512] [--family sam3]
 """
 
 from __future__ import annotations
@@ -62,15 +65,8 @@ def child(frames: int, dino: str, sam: str, out: str) -> None:
                       "peak_at_frame": peaks, "seconds": round(time.monotonic() - started, 1), "tracks": sorted(tracks)}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, nargs="+", default=[60, 600])
-    parser.add_argument("--size", type=int, default=1024, help="SAM 2.1's input size: 1024 (the release file) or less (a hub folder)")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(int(args.child[0]), *args.child[1:])
-        return
+def sam2_files(work: Path, size: int) -> tuple[Path, Path]:
+    """A tiny Grounding DINO release file and SAM 2.1 tiny (the release file, or a hub folder reading frames at ``size``)."""
     from reference_models import (
         TINY_DINO,
         bert_folder,
@@ -80,25 +76,56 @@ def main() -> None:
         save_sam2_release,
     )
 
-    work = Path(tempfile.mkdtemp(prefix="track-memory-"))
     dino = save_original_release(original_grounding_dino(bert_folder(work / "bert"), **TINY_DINO), work / "groundingdino_tiny.pth")
     sam = save_sam2_release(meta_sam2("2.1-tiny", seed=3), work / "sam2.1_hiera_tiny.pt")
-    if args.size != 1024:
-        from reference_models import sam2_video_at_size
+    if size == 1024:
+        return dino, sam
+    from reference_models import sam2_video_at_size
 
-        from grounded_sam import load_sam
+    from grounded_sam import load_sam
 
-        folder = work / f"sam2.1-hiera-tiny-{args.size}"
-        sam2_video_at_size(load_sam(sam, "cpu").video, args.size).save_pretrained(folder)
-        sam = folder
+    folder = work / f"sam2.1-hiera-tiny-{size}"
+    sam2_video_at_size(load_sam(sam, "cpu").video, size).save_pretrained(folder)
+    return dino, folder
+
+
+def sam3_release(work: Path) -> Path:
+    """A reduced SAM 3 with its tracker in ``sam3.pt``'s format, its masks centred on the clip's first frame."""
+    from reference_models import calibrate_sam3, meta_sam3, save_sam3_release
+
+    from grounded_sam.video.frames import open_frames
+
+    model = meta_sam3(seed=1, interactive=True)
+    calibrate_sam3(model, next(iter(open_frames(CLIP))), "bunny")
+    return save_sam3_release(model, work / "sam3.pt")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, nargs="+", default=[60, 600])
+    parser.add_argument("--size", type=int, default=1024, help="SAM 2.1's input size: 1024 (the release file) or less (a hub folder)")
+    parser.add_argument("--family", choices=("sam2", "sam3"), default="sam2",
+                        help="sam2: a tiny Grounding DINO and SAM 2.1 tiny; sam3: one reduced SAM 3 in both loaders")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(int(args.child[0]), *args.child[1:])
+        return
+    work = Path(tempfile.mkdtemp(prefix="track-memory-"))
+    if args.family == "sam3":
+        dino = sam = sam3_release(work)
+    else:
+        dino, sam = sam2_files(work, args.size)
     results = {}
     for frames in args.frames:
         run = subprocess.run([sys.executable, __file__, "--child", str(frames), str(dino), str(sam), str(work / f"out{frames}")],
-                             capture_output=True, text=True, check=True)
+                             stdout=subprocess.PIPE, text=True, check=True)  # its progress (stderr) shows as it runs
         results[frames] = json.loads(run.stdout.strip().splitlines()[-1])
         print(frames, results[frames], flush=True)
     short, long = results[min(args.frames)], results[max(args.frames)]
-    print(json.dumps({"sam_input_size": args.size, "runs": results, "long_over_short": round(long["peak_rss_mib"] / short["peak_rss_mib"], 3)}, indent=1))
+    size = 1008 if args.family == "sam3" else args.size
+    ratio = round(long["peak_rss_mib"] / short["peak_rss_mib"], 3)
+    print(json.dumps({"family": args.family, "sam_input_size": size, "runs": results, "long_over_short": ratio}, indent=1))
 
 
 if __name__ == "__main__":
