@@ -111,6 +111,8 @@ def main() -> None:
     if args.child:
         child(int(args.child[0]), *args.child[1:])
         return
+    if args.family == "sam3" and args.size != 1024:
+        parser.error("--size sets SAM 2.1's input size; SAM 3 reads every frame at its own 1008 pixels: leave --size out")
     work = Path(tempfile.mkdtemp(prefix="track-memory-"))
     if args.family == "sam3":
         dino = sam = sam3_release(work)
