@@ -47,6 +47,20 @@ def release_freed_memory() -> None:
 _trim_pending = False
 
 
+def trim_freed_heap() -> None:
+    """Hand glibc's free heap pages back to the system now, emptying no cache.
+
+    For a loop whose every step frees large tensors and allocates others of other sizes (tracking a clip
+    on a CPU): glibc keeps each step's freed pages resident between live ones, so RSS climbs with the
+    clip although what is live stays flat. Measured with a reduced SAM 3 tracking the shared clip: live
+    heap flat at 1.49-1.50 GB from frame 26 on, RSS 3.39 GB at frame 30 and 3.72 GB at 90, still rising;
+    trimmed after every frame, RSS stayed at 2.88-2.89 GB and a trim took 16-54 ms of a 9 s frame.
+    Where the C library is not glibc this does nothing.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 def _trim_after_collection(phase: str, info: dict) -> None:
     """A ``gc.callbacks`` hook: the trim asked for during a collection, once it has freed what it found."""
     global _trim_pending

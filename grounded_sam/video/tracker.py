@@ -18,7 +18,9 @@ How a clip is tracked, frame by frame, in one pass:
 
 Memory stays flat however long the clip: the memory window of features (see ``propagation``),
 ``backtrack`` held frames, and each frame's masks at one bit a pixel until the frame is final
-(``backtrack`` frames later), when it is handed to the caller and forgotten here.
+(``backtrack`` frames later), when it is handed to the caller and forgotten here. On a CPU, the
+pages each frame frees go back to the system after the frame (``trim_freed_heap``), else glibc
+keeps them and RSS climbs while what is live stays flat.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..freed_memory import trim_freed_heap
 from ..prompts import Prompt
 from ..records import Detections
 from ..sam.sam2_segmenter import Sam2Segmenter
@@ -126,6 +129,8 @@ class _Tracking:
         self.held: deque[tuple[int, torch.Tensor]] = deque(maxlen=backtrack + 1)
         self.size: tuple[int, int] | None = None
         self.forward: Propagation | None = None
+        # On a CPU each frame's tensors are freed into glibc's heap, which keeps their pages: handed back after every frame.
+        self.trims_heap = next(segmenter.module().parameters()).device.type == "cpu"
 
     def run(self, clip) -> Iterator[Detections]:
         index = -1
@@ -138,6 +143,8 @@ class _Tracking:
             if self.backtrack:
                 self.held.append((index, frame))
             self._frame(index, frame, steps)
+            if self.trims_heap:
+                trim_freed_heap()
             steps.finish()
             yield from self._final(index - self.backtrack)
         yield from self._final(index)
