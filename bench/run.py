@@ -424,12 +424,24 @@ def peak_rss_child(side: str, dino_path: str, sam_path: str, bert: str, sam_kind
     print(json.dumps({"peak_rss_mib": own_peak_rss_mib()}))
 
 
+def _own_status_mib(field: str) -> float | None:
+    """A memory line of this process's /proc status in MiB; None where there is no /proc."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else ():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def own_peak_rss_mib() -> float:
     """VmHWM: this process's own high-water mark (ru_maxrss would carry the parent's over fork+exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _own_status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def own_rss_mib() -> float | None:
+    """VmRSS: what this process holds now (the peak alone cannot tell memory kept from one step's high point)."""
+    return _own_status_mib("VmRSS")
 
 
 def peak_rss(side: str, paths: list[str]) -> float:

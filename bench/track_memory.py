@@ -42,13 +42,8 @@ def looped_frames(count: int):
     return itertools.islice(forever(), count)
 
 
-def own_rss_mib() -> float:
-    """VmRSS: what this process holds now (the peak alone cannot tell memory kept from one frame's high point)."""
-    return int(next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
-
-
 def child(frames: int, dino: str, sam: str, out: str) -> None:
-    from run import own_peak_rss_mib
+    from run import own_peak_rss_mib, own_rss_mib
 
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
     from grounded_sam.video.writer import TrackWriter
@@ -63,7 +58,7 @@ def child(frames: int, dino: str, sam: str, out: str) -> None:
             writer.add(index, None, found)
             if (index + 1) % 30 == 0:
                 peaks[index + 1] = round(own_peak_rss_mib(), 1)
-                print(json.dumps({"frames": index + 1, "peak_rss_mib": peaks[index + 1], "rss_mib": round(own_rss_mib(), 1),
+                print(json.dumps({"frames": index + 1, "peak_rss_mib": peaks[index + 1], "rss_mib": round(own_rss_mib() or 0.0, 1),
                                   "seconds": round(time.monotonic() - started, 1)}), file=sys.stderr, flush=True)
     tracks = {row["track_id"] for entry in json.loads((Path(out) / "tracks.json").read_text()) for row in entry["objects"]}
     print(json.dumps({"frames": writer.frames, "peak_rss_mib": round(own_peak_rss_mib(), 1), "after_loading_mib": round(loaded, 1),

@@ -39,9 +39,8 @@ def release_freed_memory() -> None:
     """
     global _trim_pending
     clear_transformers_caches()
-    if _TRIM is not None:
-        _TRIM(0)
-        _trim_pending = True
+    trim_freed_heap()
+    _trim_pending = _TRIM is not None
 
 
 _trim_pending = False
@@ -52,9 +51,10 @@ def trim_freed_heap() -> None:
 
     For a loop whose every step frees large tensors and allocates others of other sizes (tracking a clip
     on a CPU): glibc keeps each step's freed pages resident between live ones, so RSS climbs with the
-    clip although what is live stays flat. Measured with a reduced SAM 3 tracking the shared clip: live
-    heap flat at 1.49-1.50 GB from frame 26 on, RSS 3.39 GB at frame 30 and 3.72 GB at 90, still rising;
-    trimmed after every frame, RSS stayed at 2.88-2.89 GB and a trim took 16-54 ms of a 9 s frame.
+    clip although what is live stays flat. Measured with a reduced SAM 3 tracking the shared clip
+    (``bench/track_memory.py --family sam3``): live heap flat at 1.49-1.50 GB from frame 26 on, RSS 3.39 GB
+    at frame 30 and 3.72 GB at 90, still rising; trimmed after every frame, RSS stayed at 2.90-2.91 GB
+    from frame 30 to 120, and a trim took 16-54 ms of a 10 s frame.
     Where the C library is not glibc this does nothing.
     """
     if _TRIM is not None:
