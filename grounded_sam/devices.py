@@ -101,6 +101,16 @@ def choose_precision(requested: str, device_type: str, available: Accelerators) 
     return name
 
 
+def frees_into_host_heap(device_type: str) -> bool:
+    """Whether a model on this device frees its tensors into the C library's heap, which keeps the pages.
+
+    On a CPU, each frame's freed tensors go back to glibc, which keeps the pages that lie between live
+    ones, so a loop of frames climbs in RSS while what is live stays flat; a caller trims the heap after
+    each frame there (``freed_memory.trim_freed_heap``). CUDA's and MPS's allocators keep their own pools.
+    """
+    return device_type == "cpu"
+
+
 def resolve_device(requested: str | torch.device | None = "auto") -> torch.device:
     """A torch device for a ``--device`` value (or a torch.device, passed through)."""
     import torch

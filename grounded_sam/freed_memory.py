@@ -49,8 +49,8 @@ _trim_pending = False
 def trim_freed_heap() -> None:
     """Hand glibc's free heap pages back to the system now, emptying no cache.
 
-    For a loop whose every step frees large tensors and allocates others of other sizes (tracking a clip
-    on a CPU): glibc keeps each step's freed pages resident between live ones, so RSS climbs with the
+    For a loop whose every step frees large tensors and allocates others of other sizes (tracking a clip,
+    or segmenting frames one after another, on a CPU): glibc keeps each step's freed pages resident between live ones, so RSS climbs with the
     clip although what is live stays flat. Measured with a reduced SAM 3 tracking the shared clip
     (``bench/track_memory.py --family sam3``): live heap flat at 1.49-1.50 GB from frame 26 on, RSS 3.39 GB
     at frame 30 and 3.72 GB at 90, still rising; trimmed after every frame, RSS stayed at 2.90-2.91 GB

@@ -11,9 +11,10 @@ import torch
 
 from .click_prompts import with_clicks
 from .clicks import Clicks
-from .devices import PRECISION_CHOICES, accelerators, choose_precision, resolve_device
+from .devices import PRECISION_CHOICES, accelerators, choose_precision, frees_into_host_heap, resolve_device
 from .errors import InputError
 from .exclusion import can_cut, cut_decoding_as_needed, cut_out, split_excluded
+from .freed_memory import trim_freed_heap
 from .images import to_uint8_frames
 from .prompts import Prompt
 from .records import Detections
@@ -55,6 +56,11 @@ class GroundedSam:
         if self.segmenter is not None:
             self.segmenter.to(target)
         return self
+
+    def frees_into_host_heap(self) -> bool:
+        """True when a model runs on the CPU, whose freed tensors stay in glibc's heap: a frame's are handed back after it."""
+        stages = (self.detector, self.segmenter) if self.segmenter is not None else (self.detector,)
+        return any(frees_into_host_heap(stage.device.type) for stage in stages)
 
     def one_pass(self) -> bool:
         """True when the detector's masks are the result (SAM 3 as both stages): no second segmentation."""
@@ -149,11 +155,14 @@ class GroundedSam:
         total = frames.shape[0]
         size = (int(frames.shape[1]), int(frames.shape[2]))
         parts = []
+        trims_heap = self.frees_into_host_heap()
         for index in range(total):
             steps = FrameSteps(hooks, index, total)
             steps.check()
             found = one_frame(frames[index], wanted, settings, steps)
             parts.append(replace(found, frame_index=torch.full((len(found),), index, dtype=torch.int64)))
+            if trims_heap:
+                trim_freed_heap()
             steps.finish()
         return Detections.concat(parts, total, size)
 

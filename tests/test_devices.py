@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from grounded_sam import GroundedSam, InputError, load_sam
-from grounded_sam.devices import Accelerators, accelerators, choose_device, choose_precision, resolve_device
+from grounded_sam.devices import (
+    Accelerators,
+    accelerators,
+    choose_device,
+    choose_precision,
+    frees_into_host_heap,
+    resolve_device,
+)
 
 NONE = Accelerators()
 AMPERE_X2 = Accelerators(cuda_devices=2, cuda_capability=(8, 6))
@@ -126,3 +133,8 @@ def test_slow_half_precision_pipeline_on_cpu_gives_the_fp32_result(detector, seg
     assert len(exact) >= 1
     torch.testing.assert_close(mapped.boxes, exact.boxes, atol=0, rtol=0)
     assert torch.equal(mapped.masks, exact.masks)
+
+
+def test_only_a_cpu_s_freed_tensors_stay_in_the_c_library_s_heap():
+    assert frees_into_host_heap("cpu")
+    assert not frees_into_host_heap("cuda") and not frees_into_host_heap("mps")

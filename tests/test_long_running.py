@@ -357,3 +357,25 @@ def test_trimming_hands_back_the_pages_freed_between_live_tensors():
     assert done.returncode == 0, done.stderr[-2000:]
     handed_back = float(done.stdout.split()[-1])
     assert handed_back >= 48, f"trimming handed back {handed_back:.1f} MiB of the 64 MiB freed between live blocks"
+
+
+def test_segmenting_on_a_cpu_hands_back_each_frame_s_freed_heap(detector, segmenter, bus, monkeypatch):
+    """A server segments prompt after prompt; on a CPU each frame's freed tensors stay in glibc's heap unless it is
+    trimmed, so the pipeline trims after every frame, before the frame is reported done, as the tracker does."""
+    from grounded_sam import freed_memory
+
+    frames = torch.stack([bus, bus.flip(1), bus])  # three [H, W, C] frames
+    progress: list[int] = []  # hundredths of a frame
+    worked_on_at_each_trim: list[int] = []
+    real = freed_memory._TRIM
+
+    def spy(pad: int) -> int:
+        worked_on_at_each_trim.append(-(-max(progress, default=0) // 100))  # the frames whose work was reported
+        return real(pad) if real is not None else 0
+
+    monkeypatch.setattr(freed_memory, "_TRIM", spy)
+    pipeline = GroundedSam(detector, segmenter).to("cpu")
+    assert pipeline.frees_into_host_heap()
+    found = pipeline.segment(frames, PROMPT, DetectionSettings(0.0, max_detections=2), RunHooks(on_progress=lambda done, _total: progress.append(done)))
+    assert found.frame_index.tolist() == [0, 0, 1, 1, 2, 2] and found.merged_masks().any()
+    assert worked_on_at_each_trim == [1, 2, 3], f"frames worked on at each heap trim: {worked_on_at_each_trim} (one after each of 3 frames)"
