@@ -29,6 +29,8 @@ from .labeling.commands import (
 from .model_files import DINO_FOLDER, MODELS_DIR_ENV, SAM_FOLDER, default_models_dir
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
+EXIT_STOPPED_PARTWAY = 3  # track: an error mid-clip; the frames before it are written (Ctrl-C: 130)
+EXIT_INTERRUPTED = 130
 REFINE_CHOICES = ("closed_form", "guided_filter", "vitmatte", "none")  # matting.MATTING_METHODS, without importing it for --help
 
 
@@ -108,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         "track",
         help="follow the objects of --prompt through a video (or a folder of frames) with stable ids",
         description="Track the objects named by --prompt through CLIP (a video file or a folder of frames) with SAM 2's "
-                    "video memory: tracks.json and tracks.mot.txt (MOT Challenge) are current after every frame.",
+                    "video memory: tracks.json and tracks.mot.txt (MOT Challenge) are current after every frame. A run "
+                    "stopped partway writes every frame it had segmented and ends tracks.json with where and why it "
+                    "stopped; exit status 0 done, 2 nothing ran, 3 an error partway (the frames before it written), "
+                    "130 Ctrl-C.",
         formatter_class=_DefaultsHelp,
     )
     track.add_argument("clip", type=Path, help="a video file (anything PyAV decodes) or a folder of frames")
@@ -316,6 +321,7 @@ def run_track(args: argparse.Namespace) -> int:
     dino_path, sam_path = _find_models(args)
     from .pipeline import GroundedSam
     from .progress import ImagesBar
+    from .video.tracker import frames_held_after
     from .video.writer import TrackWriter
 
     detector, segmenter = _load_models(dino_path, sam_path, str(device))
@@ -333,9 +339,21 @@ def run_track(args: argparse.Namespace) -> int:
             ImagesBar(clip.count or 0, enabled=not args.no_progress, unit="frames") as bar:
         results = pipeline.track(remember(clip), args.prompt, settings, args.exclude or None, args.redetect_every,
                                  args.backtrack, hooks=bar.clip())
-        for index, found in enumerate(results):
-            writer.add(index, held.pop(index, None), found)
-            bar.done(index)
+        try:
+            for found in results:
+                writer.add(writer.frames, held.pop(writer.frames, None), found)
+                bar.done(writer.frames - 1)
+        except BaseException as stop:  # an error, a cancel or Ctrl-C: the frames the run held are written first
+            for found in frames_held_after(results, stop):
+                writer.add(writer.frames, held.pop(writer.frames, None), found)
+            if writer.frames == 0 and not isinstance(stop, KeyboardInterrupt):
+                raise  # nothing was tracked: the error as before a run
+            reason = "stopped by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop) or type(stop).__name__
+            writer.stopped(reason)
+            bar.close()
+            _error(f"{reason}; tracks.json and tracks.mot.txt hold the {writer.frames} frame(s) tracked before it (frames 0 "
+                   f"to {writer.frames - 1}); tracks.json ends with where the run stopped")
+            return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_STOPPED_PARTWAY
     print(f"grounded-sam: {writer.frames} frame(s) tracked, written to {args.out}", file=sys.stderr)
     return EXIT_OK
 
@@ -365,10 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             done = {
                 "label": "results.jsonl keeps every image labelled so far: run the same command to resume",
-                "track": "tracks.json and tracks.mot.txt hold every frame tracked so far",
+                "track": "tracks.json and tracks.mot.txt hold the frames tracked before it",
             }.get(args.command, "detections.json lists the images written so far")
             _error(f"stopped; {done}")
-            return 130
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

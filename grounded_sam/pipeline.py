@@ -11,6 +11,7 @@ import torch
 
 from .click_prompts import with_clicks
 from .clicks import Clicks
+from .detection_step import AUTOCAST_DTYPES, autocast_for, find_kept_and_excluded
 from .devices import PRECISION_CHOICES, accelerators, choose_precision, frees_into_host_heap, resolve_device
 from .errors import InputError
 from .exclusion import can_cut, cut_decoding_as_needed, cut_out, split_excluded
@@ -24,9 +25,6 @@ from .stages import Detector, Segmenter
 from .steps import FrameSteps, RunHooks
 
 __all__ = ["AUTOCAST_DTYPES", "PRECISION_CHOICES", "GroundedSam", "RunHooks"]
-
-
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class GroundedSam:
@@ -71,10 +69,7 @@ class GroundedSam:
         return choose_precision(self.precision, self.detector.device.type, accelerators())
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = AUTOCAST_DTYPES[self.effective_precision()]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.detector.device.type, dtype=dtype)
+        return autocast_for(self.effective_precision(), self.detector.device.type)
 
     def segment(
         self,
@@ -122,7 +117,8 @@ class GroundedSam:
         """
         from .video.tracker import track_frames
 
-        return track_frames(self, frames, prompt, settings, exclude, redetect_every, backtrack, lost_after, hooks)
+        return track_frames(self.detector, self.segmenter, self.effective_precision(), frames, prompt, settings, exclude,
+                            redetect_every, backtrack, lost_after, hooks)
 
     def detect(
         self,
@@ -174,12 +170,8 @@ class GroundedSam:
         self, frame: torch.Tensor, prompt: str | Prompt, settings: DetectionSettings, steps: FrameSteps | None = None
     ) -> tuple[Detections, Detections]:
         """One frame's (kept, excluded) objects, as ``find_boxes`` gives the kept ones: a tracker follows both."""
-        steps = steps or FrameSteps(RunHooks(), 0, 1)
-        prompt = Prompt.parse(prompt)
-        with self._autocast(), steps.detection(self.detector.model, whole_frame=True):
-            found = self.detector.detect(frame, prompt, settings)
-        kept, excluded = split_excluded(found, prompt)
-        return replace(kept, masks=None).clipped_to_image(), replace(excluded, masks=None).clipped_to_image()
+        with self._autocast():
+            return find_kept_and_excluded(self.detector, frame, Prompt.parse(prompt), settings, steps)
 
     def detect_and_segment(
         self,

@@ -34,6 +34,10 @@ class ImagesBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take the bar off the terminal (before a closing message); closing again does nothing."""
         self.bar.close()
 
     def _move_to(self, position: float) -> None:

@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+# Joins the labels of one object in ``labels_seen``, as phrases are joined in a prompt ("person . rider").
+LABEL_SEPARATOR = " . "
+
 
 @dataclass(frozen=True)
 class PerObject:
@@ -58,6 +61,9 @@ class Detections:
     phrase_index: torch.Tensor | None = _per_object(torch.int64, fill=-1)
     # the object's id through a clip (``GroundedSam.track``): the same object has the same id on every frame; -1: none
     track_id: torch.Tensor | None = _per_object(torch.int64, fill=-1)
+    # through a clip, every label a detection gave the object, the first (its label) first, joined by
+    # LABEL_SEPARATOR; "": not recorded
+    labels_seen: tuple[str, ...] | None = _per_object(None, fill=0)
 
     @classmethod
     def per_object_fields(cls) -> tuple[tuple[str, PerObject], ...]:
@@ -163,6 +169,7 @@ class Detections:
                     "box_xyxy": [round(float(v), 3) for v in self.boxes[i].tolist()],
                     **({"track_id": int(self.track_id[i])} if self.track_id is not None else {}),
                     **({"mask_area": int(self.masks[i].sum())} if self.masks is not None else {}),
+                    **({"labels_seen": self.labels_seen[i].split(LABEL_SEPARATOR)} if self.labels_seen and self.labels_seen[i] else {}),
                 }
             )
         return rows

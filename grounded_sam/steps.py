@@ -135,6 +135,11 @@ class FrameSteps:
         rest = 1.0 - self._start
         self._encoder_share = rest * ENCODER_COST_IN_BOXES / (ENCODER_COST_IN_BOXES + boxes)
 
+    def plan_passes(self, passes: int) -> None:
+        """The next encoder stage gets an equal share of what is left of the frame with ``passes - 1`` others
+        (a clip's memory pass forwards, then each step of a backward pass): the bar only moves forward."""
+        self._encoder_share = (1.0 - self._start) / max(1, passes)
+
     def encoder(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
         self._say("encoding image")
         return self._stage(model, self._encoder_share)

@@ -449,6 +449,80 @@ def test_a_prompt_that_finds_nothing_gives_an_empty_result_per_frame(detector, s
     assert len(got) >= 1
 
 
+# --- stops: a cancel, an error, progress -------------------------------------------------------
+
+
+def test_a_detection_frame_reports_progress_and_stops_on_a_cancel_while_detecting(detector, sam21):
+    """The detector runs inside the frame's steps: the bar moves and a cancel stops the run during detection,
+    before the segmenter runs at all (it once ran outside them, deaf to a cancel for the whole detection)."""
+    from grounded_sam import CancelledError, RunHooks
+
+    frames = torch.stack(clip_frames(2, size=(160, 90)))
+    detector.clear_caches()  # another test's run of these frames would be a cache hit: no detector layer would run
+    detecting, seen = [False], {"progress": 0, "cancel": 0}
+    before = detector.model.register_forward_pre_hook(lambda *_: detecting.__setitem__(0, True))
+    after = detector.model.register_forward_hook(lambda *_: detecting.__setitem__(0, False))
+    segmenting = []
+    encoder = sam21.module().register_forward_pre_hook(lambda *_: segmenting.append(1))
+
+    def asked() -> bool:
+        seen["cancel"] += detecting[0]
+        return seen["cancel"] > 2  # stop a few layers into the detector
+
+    hooks = RunHooks(on_progress=lambda done, total: seen.__setitem__("progress", seen["progress"] + detecting[0]), check_cancel=asked)
+    try:
+        with pytest.raises(CancelledError, match="frame 1 of 2"):
+            list(GroundedSam(detector, sam21, "fp32").track(frames, "bunny", redetect_every=1, hooks=hooks))
+    finally:
+        before.remove(), after.remove(), encoder.remove()
+    assert seen["cancel"] == 3 and seen["progress"] > 0, seen
+    assert detecting[0] and not segmenting, "the cancel came after the detector had finished"
+
+
+@pytest.mark.parity  # SAM 2.1 end to end: the heavy tier
+def test_a_backward_pass_moves_the_bar_forward_stops_on_a_cancel_and_keeps_the_frames_done(sam21_at_512):
+    """b, first found on frame 2, is followed back over frames 1 and 0 as a stage of frame 2: the bar
+    never goes back (it once restarted frame 2 for every earlier frame) and its total stays the clip's; a
+    cancel in the backward pass stops it there, and frames 0 and 1, already segmented, are handed out first."""
+    from grounded_sam import CancelledError, RunHooks
+
+    frames = torch.stack(clip_frames(4, size=(320, 180)))
+    size = (180, 320)
+    a, b = [10.0, 20.0, 150.0, 170.0], [200.0, 10.0, 310.0, 90.0]
+    script = [([a], ["bunny"]), ([b], ["bird"])]
+    progress = []
+    hooks = RunHooks(on_progress=lambda done, total: progress.append((done, total)))
+    results = list(GroundedSam(ScriptedDetector(script, size), sam21_at_512, "fp32").track(frames, "bunny . bird", redetect_every=2,
+                                                                                          backtrack=2, hooks=hooks))
+    assert all(2 in r.track_id.tolist() for r in results), "no backward pass"
+    done = [d for d, _ in progress]
+    assert done == sorted(done) and {t for _, t in progress} == {400} and done[-1] == 400
+    assert any(250 < d < 300 for d in done), "the backward pass (the second half of frame 2) reported nothing"
+
+    progress.clear()
+    stop = RunHooks(on_progress=lambda done, total: progress.append((done, total)),
+                    check_cancel=lambda: bool(progress) and progress[-1][0] > 260)
+    got = []
+    with pytest.raises(CancelledError, match="frame 3 of 4"):
+        for found in GroundedSam(ScriptedDetector(script, size), sam21_at_512, "fp32").track(frames, "bunny . bird", redetect_every=2,
+                                                                                            backtrack=2, hooks=stop):
+            got.append(found)
+    assert 260 < progress[-1][0] < 300, "the cancel did not stop the backward pass"
+    assert len(got) == 2 and all(1 in r.track_id.tolist() for r in got), "frames segmented before the cancel were lost"
+    assert [torch.equal(g.masks[g.track_id.tolist().index(1)], r.masks[r.track_id.tolist().index(1)]) for g, r in zip(got, results[:2], strict=True)] == [True, True]
+
+
+def test_an_error_mid_clip_hands_out_every_frame_segmented_before_it(sam21_at_512):
+    """Frame 3 is the wrong size: the error goes on, but only after frames 0-2 (held for a backward pass) are out."""
+    frames = clip_frames(3, size=(160, 90)) + [torch.zeros((90, 150, 3), dtype=torch.uint8)]
+    detector = ScriptedDetector([([[10.0, 10.0, 80.0, 70.0]], ["bunny"])], (90, 160))
+    got = []
+    with pytest.raises(InputError, match="frame 3 of the frames is 150x90"):
+        for found in GroundedSam(detector, sam21_at_512, "fp32").track(frames, "bunny", redetect_every=4, backtrack=4):
+            got.append(found)
+    assert len(got) == 3 and all(r.track_id.tolist() == [1] for r in got), [r.track_id.tolist() for r in got]
+
+
 # --- bad input, caught before any model runs ------------------------------------------------
 
 
@@ -508,7 +582,8 @@ def test_cli_track_writes_tracks_mot_masks_and_preview(dino_checkpoint, sam2_vid
     tracks = json.loads((out / "tracks.json").read_text())
     assert [entry["frame"] for entry in tracks] == [0, 1, 2, 3]
     rows = [row for entry in tracks for row in entry["objects"]]
-    assert rows and all(set(row) == {"track_id", "label", "score", "box_xyxy", "mask_area"} for row in rows)
+    assert rows and all(set(row) == {"track_id", "label", "score", "box_xyxy", "mask_area", "labels_seen"} for row in rows)
+    assert all(row["labels_seen"][0] == row["label"] for row in rows)  # the label that found the track comes first
     mot = (out / "tracks.mot.txt").read_text().splitlines()
     assert len(mot) == len(rows)
     first = mot[0].split(",")
@@ -545,3 +620,46 @@ def test_a_video_reads_from_bytes_and_within_its_trim_window(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(whole, from_bytes, strict=True))
     trimmed = list(open_video(path, "clip", window=(0.04, 0.08)))  # frames 1 and 2
     assert len(trimmed) == 2 and torch.equal(trimmed[0], whole[1]) and torch.equal(trimmed[1], whole[2])
+
+
+def test_a_video_file_object_already_read_is_read_from_its_start(tmp_path):
+    """ComfyUI 0.33's VIDEO can hand over a BytesIO that was read for its frame count first: rewound, not read from where that left it."""
+    import io
+
+    frames = clip_frames(3, size=(64, 36))
+    path = write_clip(tmp_path / "clip.mkv", frames)
+    source = io.BytesIO(path.read_bytes())
+    source.read(1000)  # as a frame count or a probe leaves it
+    read = list(open_frames(source))
+    assert len(read) == 3 and all(torch.equal(a, b) for a, b in zip(read, open_frames(path), strict=True))
+    again = list(open_frames(source))  # read twice: both times the whole clip
+    assert len(again) == 3 and torch.equal(again[-1], read[-1])
+
+
+def test_the_mask_video_keeps_ids_past_255_losslessly(tmp_path):
+    """``--masks video`` writes 16-bit ids: track 257 is 257, not 1, and the frames read back equal the PNG id maps."""
+    import av
+
+    from grounded_sam.video.writer import TrackWriter, id_map
+
+    size = (24, 40)
+    frames = []
+    with TrackWriter(tmp_path, masks="video") as writer:
+        for index, ids in enumerate([[1, 257], [300, 65535]]):
+            masks = torch.zeros((2, *size), dtype=torch.bool)
+            masks[0, 2:10, 3 + index : 15] = True
+            masks[1, 12:20, 20:38 - index] = True
+            found = Detections(boxes=torch.zeros((2, 4)), scores=torch.ones(2), labels=("a", "b"), frame_index=torch.zeros(2, dtype=torch.int64),
+                               image_size=size, num_frames=1, masks=masks, track_id=torch.tensor(ids))
+            frames.append(id_map(found))
+            writer.add(index, None, found)
+    with av.open(str(tmp_path / "masks.mkv")) as container:
+        read = [frame.to_ndarray(format="gray16le") for frame in container.decode(video=0)]
+    assert len(read) == 2
+    for written, back in zip(frames, read, strict=True):
+        assert back.dtype == np.uint16 and np.array_equal(written, back)
+    assert set(np.unique(read[0]).tolist()) == {0, 1, 257} and set(np.unique(read[1]).tolist()) == {0, 300, 65535}
+    too_many = Detections(boxes=torch.zeros((1, 4)), scores=torch.ones(1), labels=("a",), frame_index=torch.zeros(1, dtype=torch.int64),
+                          image_size=size, num_frames=1, masks=torch.ones((1, *size), dtype=torch.bool), track_id=torch.tensor([65536]))
+    with pytest.raises(InputError, match="16-bit id map"):
+        id_map(too_many)

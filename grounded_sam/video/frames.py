@@ -89,6 +89,8 @@ def open_video(file, name: str, window: tuple[float, float] = (0.0, 0.0), count:
     import av
 
     path = name
+    if hasattr(file, "seek"):  # a file object may have been read already (a frame count, a header): from its start
+        file.seek(0)
     try:
         container = av.open(str(file) if isinstance(file, Path) else file)
         stream = container.streams.video[0]

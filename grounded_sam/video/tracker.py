@@ -5,10 +5,12 @@ How a clip is tracked, frame by frame, in one pass:
 - SAM 2's video memory carries every live object's mask from frame to frame (``Propagation``);
 - on a detection frame, each detection is segmented in the same memory pass, then joins the live
   track whose mask it overlaps (``identities.match_to_tracks``); a track joined keeps its id and
-  memory, and takes the detection's label and score. Any other detection starts a new track, with
-  an id never used before;
+  memory, and the label that first found it (other labels a detection gives it are listed in
+  ``labels_seen``); its score is the latest detection's. Any other detection starts a new track,
+  with an id never used before;
 - a track whose object is out of sight for more than ``lost_after`` frames ends; until then a
-  detection that overlaps its last mask brings it back under the same id;
+  detection that overlaps its last mask brings it back under the same id: the detection's box is
+  its new prompt (its memory of being lost is dropped), as SAM 2 is re-prompted on a lost object;
 - an object first found on frame k > 0 is followed backwards too, over the ``backtrack`` frames
   before k (held, as 8-bit frames, for that purpose): Grounded-SAM-2's reverse tracking;
 - objects of the excluded phrases are tracked the same way (ids of their own, never reported),
@@ -25,20 +27,24 @@ keeps them and RSS climbs while what is live stays flat.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..detection_step import autocast_for, find_kept_and_excluded
+from ..devices import frees_into_host_heap
 from ..errors import InputError
 from ..freed_memory import trim_freed_heap
 from ..prompts import Prompt
-from ..records import Detections
+from ..records import LABEL_SEPARATOR, Detections
 from ..sam.sam2_segmenter import Sam2Segmenter
 from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
+from ..stages import Detector
 from ..steps import FrameSteps, RunHooks
 from .frames import open_frames
 from .identities import Identities
@@ -63,9 +69,8 @@ class FrameResult:
     cut: np.ndarray | None = None
 
 
-def check_tracking(pipeline, redetect_every: int, backtrack: int | None) -> Sam2Segmenter:
+def check_tracking(segmenter, redetect_every: int, backtrack: int | None) -> Sam2Segmenter:
     """Every choice checked before a model runs: the segmenter can track, the intervals make sense."""
-    segmenter = pipeline.segmenter
     if isinstance(redetect_every, bool) or not isinstance(redetect_every, int) or redetect_every < 1:
         raise InputError(f"redetect_every must be a whole number >= 1 (1: detect on every frame), got {redetect_every!r}")
     if backtrack is not None and (not isinstance(backtrack, int) or backtrack < 0):
@@ -90,7 +95,9 @@ def check_tracking(pipeline, redetect_every: int, backtrack: int | None) -> Sam2
 
 
 def track_frames(
-    pipeline,
+    detector: Detector,
+    segmenter,
+    precision: str,
     frames,
     prompt: str,
     settings: DetectionSettings | None = None,
@@ -100,20 +107,45 @@ def track_frames(
     lost_after: int | None = None,
     hooks: RunHooks | None = None,
 ) -> Iterator[Detections]:
-    """One-frame ``Detections`` (with ``track_id`` and masks) per frame of ``frames``, in order, as each is final."""
-    segmenter = check_tracking(pipeline, redetect_every, backtrack)
+    """One-frame ``Detections`` (with ``track_id`` and masks) per frame of ``frames``, in order, as each is final.
+
+    ``precision`` is the effective one ("fp32", "bf16", "fp16") detection runs in. When the run stops (an
+    error, a cancel, Ctrl-C), every frame already segmented is yielded first, with the backward pass's masks
+    as far as it got, then the error goes on: a caller's loop writes them before it sees the error. A stop
+    raised in the caller's own loop is handed in with ``frames_held_after``.
+    """
+    segmenter = check_tracking(segmenter, redetect_every, backtrack)
     wanted = Prompt.parse(prompt, exclude)  # a bad prompt fails before any model runs
     settings = settings or DetectionSettings()
     hooks = hooks or RunHooks()
     backtrack = redetect_every if backtrack is None else backtrack
     lost_after = max(LOST_AFTER_MIN_FRAMES, LOST_AFTER_INTERVALS * redetect_every) if lost_after is None else lost_after
     clip = open_frames(frames)
-    yield from _Tracking(pipeline, segmenter, wanted, settings, redetect_every, backtrack, lost_after, hooks, clip.count).run(clip)
+    tracking = _Tracking(detector, segmenter, precision, wanted, settings, redetect_every, backtrack, lost_after, hooks, clip.count)
+    yield from tracking.run(clip)
+
+
+def frames_held_after(results: Generator[Detections, None, None], stop: BaseException) -> Iterator[Detections]:
+    """The frames a tracking run still held when ``stop`` was raised in its caller's loop (Ctrl-C while a frame
+    was written): ``stop`` is handed to the run, which yields what it holds; nothing if the run had ended."""
+    if inspect.getgeneratorstate(results) != inspect.GEN_SUSPENDED:
+        return
+    try:
+        found = results.throw(stop)
+        while True:
+            yield found
+            found = next(results)
+    except StopIteration:
+        return
+    except BaseException as again:  # noqa: BLE001 - the stop comes back once the frames are out
+        if again is not stop:
+            raise
 
 
 class _Tracking:
-    def __init__(self, pipeline, segmenter, prompt, settings, redetect_every, backtrack, lost_after, hooks, count) -> None:
-        self.pipeline = pipeline
+    def __init__(self, detector, segmenter, precision, prompt, settings, redetect_every, backtrack, lost_after, hooks, count) -> None:
+        self.detector = detector
+        self.precision = precision
         self.segmenter = segmenter
         self.prompt = prompt
         self.settings = settings
@@ -124,29 +156,37 @@ class _Tracking:
         self.count = count
         self.identities = Identities(lost_after)
         self.excluded = Identities(lost_after)  # the excluded objects' own ids (memory id EXCLUDED_IDS + id)
-        self.labels: dict[int, tuple[str, float]] = {}  # every track's label and latest score, by id
+        self.labels: dict[int, tuple[str, float]] = {}  # every track's first label and latest score, by id
+        self.labels_seen: dict[int, list[str]] = {}  # every label a track was detected as, the first first
         self.pending: dict[int, FrameResult] = {}
         self.held: deque[tuple[int, torch.Tensor]] = deque(maxlen=backtrack + 1)
         self.size: tuple[int, int] | None = None
         self.forward: Propagation | None = None
         # On a CPU each frame's tensors are freed into glibc's heap, which keeps their pages: handed back after every frame.
-        self.trims_heap = next(segmenter.module().parameters()).device.type == "cpu"
+        self.trims_heap = frees_into_host_heap(next(segmenter.module().parameters()).device.type)
 
     def run(self, clip) -> Iterator[Detections]:
         index = -1
-        for index, frame in enumerate(clip):
-            if self.size is None:
-                self.size = (int(frame.shape[0]), int(frame.shape[1]))
-                self.forward = self._propagation()
-            steps = FrameSteps(self.hooks, index, max(self.count or 0, index + 1))
-            steps.check()
-            if self.backtrack:
-                self.held.append((index, frame))
-            self._frame(index, frame, steps)
-            if self.trims_heap:
-                trim_freed_heap()
-            steps.finish()
-            yield from self._final(index - self.backtrack)
+        try:
+            for index, frame in enumerate(clip):
+                if self.size is None:
+                    self.size = (int(frame.shape[0]), int(frame.shape[1]))
+                    self.forward = self._propagation()
+                steps = FrameSteps(self.hooks, index, max(self.count or 0, index + 1))
+                steps.check()
+                if self.backtrack:
+                    self.held.append((index, frame))
+                self._frame(index, frame, steps)
+                if self.trims_heap:
+                    trim_freed_heap()
+                steps.finish()
+                yield from self._final(index - self.backtrack)
+        except GeneratorExit:  # the caller stopped reading: nothing can be handed to it
+            raise
+        except BaseException:
+            # stopped (an error, a cancel, Ctrl-C): every frame segmented so far goes out before the error does
+            yield from self._final(index)
+            raise
         yield from self._final(index)
 
     def _propagation(self, reverse: bool = False) -> Propagation:
@@ -156,8 +196,10 @@ class _Tracking:
         found = excluded = None
         provisional: list[int] = []
         provisional_excluded: list[int] = []
-        if index % self.redetect_every == 0:
-            found, excluded = self.pipeline.find_kept_and_excluded(frame, self.prompt, self.settings)
+        detecting = index % self.redetect_every == 0
+        if detecting:
+            with autocast_for(self.precision, self.detector.device.type):
+                found, excluded = find_kept_and_excluded(self.detector, frame, self.prompt, self.settings, steps, whole_frame=False)
             limit = self.settings.max_detections or DEFAULT_MAX_TRACKS
             room = max(0, limit - len(self.identities.live))
             room_excluded = max(0, limit - len(self.excluded.live))
@@ -168,7 +210,8 @@ class _Tracking:
             for group, boxes in ((provisional, found.boxes), (provisional_excluded, excluded.boxes)):
                 if group:
                     self.forward.add_boxes(index, group, boxes)
-        steps.plan_segmentation(0)
+        # the rest of the frame: this pass, and the backward pass a new object may start (half each)
+        steps.plan_passes(2 if detecting and index > 0 and self.backtrack else 1)
         with steps.encoder(self.segmenter.module()):  # SAM 3's tracker reads its detector's encoder: both watched
             ids, logits, _ = self.forward.step(index, frame)
         masks = self.forward.full_size(logits)
@@ -179,7 +222,7 @@ class _Tracking:
         if provisional_excluded:
             born += self._join(self.excluded, EXCLUDED_IDS, excluded, provisional_excluded, by_id, room_excluded)
         if born and index > 0 and self.backtrack:
-            self._backwards(index, born)
+            self._backwards(index, born, steps)
         self._update(index, by_id)
 
     def _join(
@@ -193,14 +236,28 @@ class _Tracking:
         for row, (temp, track_id) in enumerate(zip(provisional, ids, strict=True)):
             mask = by_id.pop(temp)
             if track_id is not None and offset == 0:
-                self.labels[track_id] = (found.labels[row], float(found.scores[row]))
-            if track_id is None or offset + track_id in by_id:  # dropped, or a live track seen again
+                self._label(track_id, found.labels[row], float(found.scores[row]))
+            memory_id = None if track_id is None else offset + track_id
+            if memory_id is None or (memory_id in by_id and by_id[memory_id].any()):  # dropped, or a visible track seen again
                 self.forward.drop([temp])
                 continue
-            self.forward.rename(temp, offset + track_id)
-            by_id[offset + track_id] = mask
-            born.append((offset + track_id, found.boxes[row]))
+            if memory_id in by_id:  # a track out of sight, found again: the detection's box is its new prompt, under its id
+                self.forward.drop([memory_id])
+                self.forward.rename(temp, memory_id)
+                by_id[memory_id] = mask
+                continue
+            self.forward.rename(temp, memory_id)
+            by_id[memory_id] = mask
+            born.append((memory_id, found.boxes[row]))
         return born
+
+    def _label(self, track_id: int, label: str, score: float) -> None:
+        """A track keeps the label that found it; its score is the latest detection's; other labels are listed."""
+        first = self.labels[track_id][0] if track_id in self.labels else label
+        self.labels[track_id] = (first, score)
+        seen = self.labels_seen.setdefault(track_id, [])
+        if label not in seen:
+            seen.append(label)
 
     def _update(self, index: int, by_id: dict[int, torch.Tensor]) -> None:
         kept = {t: m for t, m in by_id.items() if t in self.labels}
@@ -211,17 +268,22 @@ class _Tracking:
         packed = _pack(torch.stack(cut).any(0)) if cut else None
         self.pending[index] = FrameResult({t: _pack(m) for t, m in sorted(kept.items()) if m.any()}, packed)
 
-    def _backwards(self, index: int, born: list[tuple[int, torch.Tensor]]) -> None:
-        """The new objects followed back over the held frames before ``index`` (a separate memory pass)."""
+    def _backwards(self, index: int, born: list[tuple[int, torch.Tensor]], steps: FrameSteps) -> None:
+        """The new objects followed back over the held frames before ``index`` (a separate memory pass), each
+        step a stage of frame ``index``'s ``steps``: the bar moves on through it and a cancel stops it."""
         held = dict(self.held)
-        back = self._propagation(reverse=True)
-        back.add_boxes(index, [b for b, _ in born], torch.stack([box for _, box in born]))
-        back.step(index, held[index])
+        earlier_frames = []
         for earlier in range(index - 1, max(-1, index - self.backtrack - 1), -1):
             if earlier not in held or earlier not in self.pending:
                 break
-            steps = FrameSteps(self.hooks, index, max(self.count or 0, index + 1))
-            steps.plan_segmentation(0)
+            earlier_frames.append(earlier)
+        back = self._propagation(reverse=True)
+        back.add_boxes(index, [b for b, _ in born], torch.stack([box for _, box in born]))
+        steps.plan_passes(1 + len(earlier_frames))
+        with steps.encoder(self.segmenter.module()):
+            back.step(index, held[index])
+        for left, earlier in enumerate(earlier_frames):
+            steps.plan_passes(len(earlier_frames) - left)
             with steps.encoder(self.segmenter.module()):
                 ids, logits, _ = back.step(earlier, held[earlier])
             result = self.pending[earlier]
@@ -250,6 +312,7 @@ class _Tracking:
             boxes=_mask_boxes(masks),
             scores=torch.tensor([self.labels[i][1] for i in ids], dtype=torch.float32),
             labels=tuple(self.labels[i][0] for i in ids),
+            labels_seen=tuple(LABEL_SEPARATOR.join(self.labels_seen[i]) for i in ids),
             frame_index=torch.zeros(len(ids), dtype=torch.int64),
             image_size=self.size,
             num_frames=1,
