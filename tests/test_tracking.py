@@ -523,6 +523,23 @@ def test_an_error_mid_clip_hands_out_every_frame_segmented_before_it(sam21_at_51
     assert len(got) == 3 and all(r.track_id.tolist() == [1] for r in got), [r.track_id.tolist() for r in got]
 
 
+@pytest.mark.parity  # SAM 2.1 end to end: the heavy tier
+def test_a_track_keeps_the_label_that_found_it_and_lists_the_others(sam21_at_512):
+    """Frame 0 finds the bunny, frame 1 finds the same object as "rabbit": it stays "bunny", its score is the
+    latest detection's, and ``labels_seen`` lists both, the first first (it once became "rabbit")."""
+    frames = torch.stack(clip_frames(3, size=(320, 180)))
+    size = (180, 320)
+    a = [100.0, 0.0, 320.0, 180.0]  # (a box whose fresh mask overlaps the track's propagated one, with these random weights)
+    detector = ScriptedDetector([([a], ["bunny"]), ([a], ["rabbit"]), ([a], ["bunny"])], size)
+    # (backtrack 0: each frame is handed out as it is segmented, with the labels seen so far)
+    results = list(GroundedSam(detector, sam21_at_512, "fp32").track(frames, "bunny . rabbit", redetect_every=1, backtrack=0))
+    assert [r.track_id.tolist() for r in results] == [[1], [1], [1]], "the second detection did not join track 1: nothing to check"
+    assert [r.labels for r in results] == [("bunny",), ("bunny",), ("bunny",)]
+    assert [r.labels_seen for r in results] == [("bunny",), ("bunny . rabbit",), ("bunny . rabbit",)]
+    assert results[1].to_json()[0]["labels_seen"] == ["bunny", "rabbit"]
+    assert all(float(r.scores[0]) == pytest.approx(0.9) for r in results)  # one box a frame: the scripted score
+
+
 # --- bad input, caught before any model runs ------------------------------------------------
 
 
@@ -594,6 +611,32 @@ def test_cli_track_writes_tracks_mot_masks_and_preview(dino_checkpoint, sam2_vid
         assert set(np.unique(ids).tolist()) - {0} <= {row["track_id"] for row in entry["objects"]}
     with av.open(str(out / "preview.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 4
+
+
+@pytest.mark.parity  # both models end to end: the heavy tier
+def test_cli_track_stopped_by_a_bad_frame_writes_the_frames_before_it_and_exits_3(dino_checkpoint, sam2_video_folder_512, tmp_path, capsys):
+    """Frame 3 of a folder is another size: frames 0-2 (held for a backward pass when it came) are written,
+    tracks.json ends with where and why it stopped, and the exit status is 3, not 2 ("nothing ran")."""
+    from grounded_sam.cli import EXIT_STOPPED_PARTWAY, main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(clip_frames(3, size=(160, 96))):
+        Image.fromarray(frame.numpy()).save(folder / f"{index:03d}.png")
+    Image.new("RGB", (150, 96)).save(folder / "003.png")
+    out = tmp_path / "out"
+    code = main(["track", str(folder), "--prompt", "bunny", "--out", str(out), "--dino", str(dino_checkpoint),
+                 "--sam", str(sam2_video_folder_512), "--device", "cpu", "--box-threshold", "0", "--text-threshold", "0",
+                 "--max-detections", "1", "--redetect-every", "4", "--masks", "png", "--no-progress"])
+    assert code == EXIT_STOPPED_PARTWAY == 3
+    tracks = json.loads((out / "tracks.json").read_text())
+    assert [entry["frame"] for entry in tracks[:-1]] == [0, 1, 2]
+    stop = tracks[-1]["stopped"]
+    assert stop["frames_tracked"] == 3 and stop["next_frame"] == 3 and "003.png" in stop["reason"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert len((out / "tracks.mot.txt").read_text().splitlines()) == sum(len(entry["objects"]) for entry in tracks[:-1])
+    err = capsys.readouterr().err
+    assert "003.png" in err and "3 frame(s) tracked before it" in err
 
 
 def test_cli_track_refuses_a_bad_clip_before_loading_models(tmp_path, capsys):
