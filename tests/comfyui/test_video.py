@@ -191,14 +191,14 @@ def clip_file(tmp_path_factory, clip_pngs) -> Path:
     return path
 
 
-def video_track_graph(server, clip_file: Path, threshold: float, every: int) -> tuple[Graph, str]:
+def video_track_graph(server, clip_file: Path, threshold: float, every: int, prompt: str = PROMPT) -> tuple[Graph, str]:
     """Both loaders, Load Video of ``clip_file`` (copied into the server's input folder) and the track node on it."""
     (server.input_dir / clip_file.name).write_bytes(clip_file.read_bytes())
     g = Graph()
     sam = g.add("SAMModelLoader (segment anything)", model_name=SAM2_VIDEO_FOLDER)
     dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
     video = g.add("LoadVideo", file=clip_file.name)
-    track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], video=[video, 0], prompt=PROMPT,
+    track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], video=[video, 0], prompt=prompt,
                   threshold=threshold, redetect_every=every, max_objects=3)
     return g, track
 
@@ -233,3 +233,19 @@ def test_track_progress_moves_per_frame_and_cancel_stops_it(server, clip_file, t
     assert latency < 2.0, latency
     assert any(0 < v < STEPS_PER_FRAME for v in values) and max(values) < FRAMES * STEPS_PER_FRAME, values
     measure(server.version, "track interrupted in frame 2", latency_s=round(latency, 2), last_progress=max(values))
+
+
+def test_track_cancel_stops_it_while_a_later_frame_is_detecting(server, clip_file, track_case):
+    """Frame 2 is a detection frame: the bar moves through its detection, layer by layer, and an interrupt
+    there stops the node within 2 s, before frame 2 is segmented (detection once ran deaf to both)."""
+    from grounded_sam.steps import DETECTION_SHARE
+
+    # a prompt this server has not run on these frames: the detector's prediction cache cannot answer for it
+    g, track = video_track_graph(server, clip_file, 0.0, EVERY, prompt="bird . grass")
+    g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="track_interrupted_detecting")
+    start, detected = 2 * STEPS_PER_FRAME, 2 * STEPS_PER_FRAME + DETECTION_SHARE * STEPS_PER_FRAME
+    run, latency, values = interrupted_run(server, g, track, lambda seconds, progress: start < progress < detected)
+    assert run.status == "interrupted"
+    assert latency < 2.0, latency
+    assert any(start < v < detected for v in values) and max(values) < detected, f"it went on past frame 2's detection: {values}"
+    measure(server.version, "track interrupted while detecting frame 3", latency_s=round(latency, 2), last_progress=max(values))
