@@ -257,8 +257,6 @@ def sam2_video_at_size(video, size: int):
     override ``++model.image_size``. Memory attention costs the square of the tokens, so a test at
     512 runs about 7x faster and checks the same maths (one full-size case stays).
     """
-    from transformers import Sam2VideoModel
-
     from grounded_sam.checkpoints import without_initial_values
 
     config = copy.deepcopy(video.config)
@@ -267,7 +265,7 @@ def sam2_video_at_size(video, size: int):
     config.prompt_encoder_config.image_size = size
     config.vision_config.backbone_feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
     config.memory_attention_rope_feat_sizes = [grid, grid]
-    other = without_initial_values(lambda: Sam2VideoModel(config)).eval()
+    other = without_initial_values(lambda: type(video)(config)).eval()  # the loader's class (Sam2Tracker)
     other.load_state_dict(video.state_dict(keep_vars=True), strict=True, assign=True)
     return other
 

@@ -167,6 +167,88 @@ def test_sam21_propagation_matches_meta_video_predictor(sam2_tiny, tmp_path, siz
 
 
 @pytest.mark.parity
+def test_sam21_memory_past_its_window_with_objects_added_and_removed_matches_meta(sam2_tiny, tmp_path):
+    """24 frames (past ``MEMORY_FRAMES``, so ``Propagation._forget`` prunes memories Meta still holds), object 1
+    from frame 0, objects 2 and 3 added on frame 5 (Meta: ``add_new_points_or_box`` after tracking started),
+    object 3 removed on frame 12 (Meta: ``remove_object``; ours: ``drop``, which renumbers the session), and
+    a backward pass from frame 7 against Meta's ``reverse=True``: per frame, per object, masks and logits.
+    At 256 pixels (the same weights; memory attention costs the square of the tokens) to stay in CI's budget.
+    """
+    pytest.importorskip("sam2")
+    from reference_models import sam2_video_at_size
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from grounded_sam.video.propagation import MEMORY_FRAMES
+
+    count, size, added, removed = 24, 256, 5, 12
+    assert count > MEMORY_FRAMES + 1 + added
+    _, path = sam2_tiny
+    frames = clip_frames(count, tmp_path / "frames", size=(320, 180))
+    a, b, c = torch.tensor([[10.0, 20.0, 150.0, 170.0]]), torch.tensor([[200.0, 10.0, 310.0, 90.0]]), torch.tensor([[120.0, 60.0, 240.0, 170.0]])
+    predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(path), device="cpu",
+                                           hydra_overrides_extra=[f"++model.image_size={size}"])
+    state = predictor.init_state(str(tmp_path / "frames"))
+    reference: dict[int, dict[int, torch.Tensor]] = {}
+
+    def run(**kwargs) -> None:
+        for index, ids, logits in predictor.propagate_in_video(state, **kwargs):
+            reference[index] = {obj: logits[row, 0].clone() for row, obj in enumerate(ids)}
+
+    predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=a[0].numpy())
+    run(start_frame_idx=0, max_frame_num_to_track=added - 1)
+    predictor.add_new_points_or_box(state, frame_idx=added, obj_id=2, box=b[0].numpy())
+    predictor.add_new_points_or_box(state, frame_idx=added, obj_id=3, box=c[0].numpy())
+    run(start_frame_idx=added, max_frame_num_to_track=removed - added - 1)
+    predictor.remove_object(state, 3)
+    run(start_frame_idx=removed)
+    assert sorted(reference) == list(range(count))
+
+    video = sam2_video_at_size(load_sam(path, "cpu").video, size)
+    ours = Propagation(video, (180, 320))
+    ours.add_boxes(0, [1], a)
+    worst_iou, worst_logit = 1.0, 0.0
+
+    def compare(index: int, ids: list[int], low_res: torch.Tensor, want: dict[int, torch.Tensor]) -> None:
+        nonlocal worst_iou, worst_logit
+        assert ids == sorted(want), (index, ids, sorted(want))
+        logits = torch.nn.functional.interpolate(low_res.unsqueeze(1), (180, 320), mode="bilinear", align_corners=False)[:, 0]
+        ref = torch.stack([want[i] for i in ids])
+        cover = (ref > 0).float().mean((1, 2))
+        assert ((cover > 0.05) & (cover < 0.95)).all(), f"frame {index}: reference masks cover {cover.tolist()}: trivial"
+        masks, ref_masks = logits > 0, ref > 0
+        worst_iou = min(worst_iou, float(((masks & ref_masks).sum((1, 2)) / (masks | ref_masks).sum((1, 2))).min()))
+        worst_logit = max(worst_logit, float((logits - ref).abs().max()))
+
+    for index, frame in enumerate(frames):
+        if index == added:
+            ours.add_boxes(added, [2, 3], torch.cat([b, c]))
+        if index == removed:
+            ours.drop([3])
+        ids, low_res, _ = ours.step(index, frame)
+        compare(index, ids, low_res, reference[index])
+    # the window was pruned: object 1's oldest tracked outputs are gone, its prompted frame kept
+    outputs = ours.session.output_dict_per_obj[ours.session._obj_id_to_idx[1]]
+    assert min(outputs["non_cond_frame_outputs"]) == count - 1 - MEMORY_FRAMES and list(outputs["cond_frame_outputs"]) == [0]
+    print(f"forward, {count} frames, objects added on {added} and removed on {removed}: min IoU {worst_iou:.6f}, max |logit diff| {worst_logit:.2e}")
+
+    # backwards: Meta's reverse propagation from a box on frame 7
+    start = 7
+    state = predictor.init_state(str(tmp_path / "frames"))
+    reference.clear()
+    predictor.add_new_points_or_box(state, frame_idx=start, obj_id=1, box=b[0].numpy())
+    run(start_frame_idx=start, reverse=True)
+    assert sorted(reference) == list(range(start + 1))
+    back = Propagation(video, (180, 320), reverse=True)
+    back.add_boxes(start, [1], b)
+    for index in range(start, -1, -1):
+        ids, low_res, _ = back.step(index, frames[index])
+        compare(index, ids, low_res, reference[index])
+    print(f"forward and backward: min mask IoU {worst_iou:.6f}, max |logit diff| {worst_logit:.2e}")
+    assert worst_iou >= 0.999, worst_iou
+    assert worst_logit < 1e-3, worst_logit
+
+
+@pytest.mark.parity
 def test_sam3_tracker_matches_meta_tracker(sam3_release):
     """SAM 3 in the SAM socket tracks as Meta's ``Sam3TrackerPredictor`` (the tracker in its ``sam3.pt``, built by
     ``build_tracker`` as Meta's video model builds it): frames of the shared clip, two box prompts on frame 0,
@@ -404,8 +486,8 @@ def test_excluded_objects_are_tracked_and_cut_out_of_every_frame(sam21_at_512):
     results = list(pipeline.track(torch.stack(frames), "bunny", exclude="bird", redetect_every=2, backtrack=2))
     assert detector.calls == 2 and len(results) == 4
     assert all(r.track_id.tolist() == [1] and r.labels == ("bunny",) for r in results)
-    # what is expected, from SAM 2's own propagation: a from frame 0 and e from frame 2 in one memory pass (their
-    # memories are encoded as one batch, which moves a's logits by float rounding), and e backwards over 1 and 0
+    # what is expected, from SAM 2's own propagation: a from frame 0 and e from frame 2 in one memory pass, and e
+    # backwards over 1 and 0
     forward = Propagation(sam21.video, size)
     forward.add_boxes(0, [1], torch.tensor([a]))
     bunny, bird = [], {}

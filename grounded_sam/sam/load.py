@@ -14,6 +14,7 @@ from ..sam2_names import rename_sam2_keys, rename_sam2_video_keys
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size
 from .sam2_segmenter import Sam2Segmenter
+from .sam2_tracker import Sam2Tracker
 from .sam2_video_model import build_video_model, image_model_of
 from .segmenter import SamSegmenter
 from .tiny_vit import TinyViTEncoder
@@ -83,7 +84,8 @@ def _segmenter_from_meta_state(state: dict[str, torch.Tensor], source: Path) -> 
     return SamSegmenter(model.float(), arch.name)
 
 
-FOLDER_CLASSES = {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model, "sam2_video": Sam2VideoModel}
+# a sam2_video folder loads as Sam2Tracker: its memory encoded per object, as Meta does (sam2_tracker.py)
+FOLDER_CLASSES = {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model, "sam2_video": Sam2Tracker}
 
 
 def segmenter_from_folder(path: Path, model_type: str) -> SamSegmenter:

@@ -1,4 +1,4 @@
-"""SAM 2 / 2.1's video memory beside its image model: transformers' ``Sam2VideoModel``.
+"""SAM 2 / 2.1's video memory beside its image model: transformers' ``Sam2VideoModel`` (as ``Sam2Tracker``).
 
 The video model shares every image-path weight with the segmenter's ``Sam2Model`` (the same
 ``Parameter`` objects), so tracking costs only the memory modules' few megabytes more, and a host
@@ -15,6 +15,7 @@ import torch
 from transformers import Sam2Config, Sam2Model, Sam2VideoConfig, Sam2VideoModel
 
 from ..checkpoints import load_exact, require_complete, without_initial_values
+from .sam2_tracker import Sam2Tracker
 
 
 def build_video_model(image_model: Sam2Model, video_weights: dict[str, torch.Tensor], source: Path, name: str) -> Sam2VideoModel:
@@ -31,7 +32,7 @@ def build_video_model(image_model: Sam2Model, video_weights: dict[str, torch.Ten
         enable_occlusion_spatial_embedding=sam21,
         enable_temporal_pos_encoding_for_object_pointers=sam21,
     )
-    video = without_initial_values(lambda: Sam2VideoModel(config)).eval()
+    video = without_initial_values(lambda: Sam2Tracker(config)).eval()  # its memory encoded as Meta's
     wanted = video.state_dict()  # once: building it walks every module
     state = {k: v for k, v in {**image_model.state_dict(keep_vars=True), **video_weights}.items() if k in wanted}
     require_complete(video, state, source, f"{name} video")
