@@ -12,7 +12,7 @@ instead (Meta's ``sam3.pt`` format with the release's widths and fewer layers, a
 two ViT blocks, one memory-attention layer; it reads every frame at its own 1008 pixels): SAM 3
 finds the objects and its tracker follows them, one ViT pass per frame.
 
-    python bench/track_memory.py --frames 60 600 [--size 512] [--family sam3]
+    python bench/track_memory.py --frames 60 600 [--size 512] [--family sam3] [--tracks 50]
 """
 
 from __future__ import annotations
@@ -42,21 +42,21 @@ def looped_frames(count: int):
     return itertools.islice(forever(), count)
 
 
-def child(frames: int, dino: str, sam: str, out: str) -> None:
+def child(frames: int, dino: str, sam: str, out: str, tracks: int = 2) -> None:
     from run import own_peak_rss_mib, own_rss_mib
 
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
     from grounded_sam.video.writer import TrackWriter
 
     pipeline = GroundedSam(load_grounding_dino(dino, "cpu"), load_sam(sam, "cpu"), "fp32")
-    settings = DetectionSettings(box_threshold=0.0, text_threshold=0.0, max_detections=2)
+    settings = DetectionSettings(box_threshold=0.0, text_threshold=0.0, max_detections=tracks)
     loaded = own_peak_rss_mib()
     started = time.monotonic()
     peaks = {}
     with TrackWriter(Path(out)) as writer:
         for index, found in enumerate(pipeline.track(looped_frames(frames), "bunny . tree", settings, redetect_every=10)):
             writer.add(index, None, found)
-            if (index + 1) % 30 == 0:
+            if (index + 1) % 30 == 0 or tracks > 2:
                 peaks[index + 1] = round(own_peak_rss_mib(), 1)
                 print(json.dumps({"frames": index + 1, "peak_rss_mib": peaks[index + 1], "rss_mib": round(own_rss_mib() or 0.0, 1),
                                   "seconds": round(time.monotonic() - started, 1)}), file=sys.stderr, flush=True)
@@ -106,10 +106,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="SAM 2.1's input size: 1024 (the release file) or less (a hub folder)")
     parser.add_argument("--family", choices=("sam2", "sam3"), default="sam2",
                         help="sam2: a tiny Grounding DINO and SAM 2.1 tiny; sam3: one reduced SAM 3 in both loaders")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--tracks", type=int, default=2, help="objects tracked from frame 0 (the detector's top boxes, at most this many)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), *args.child[1:])
+        child(int(args.child[0]), *args.child[1:4], tracks=int(args.child[4]))
         return
     if args.family == "sam3" and args.size != 1024:
         parser.error("--size sets SAM 2.1's input size; SAM 3 reads every frame at its own 1008 pixels: leave --size out")
@@ -120,7 +121,7 @@ def main() -> None:
         dino, sam = sam2_files(work, args.size)
     results = {}
     for frames in args.frames:
-        run = subprocess.run([sys.executable, __file__, "--child", str(frames), str(dino), str(sam), str(work / f"out{frames}")],
+        run = subprocess.run([sys.executable, __file__, "--child", str(frames), str(dino), str(sam), str(work / f"out{frames}"), str(args.tracks)],
                              stdout=subprocess.PIPE, text=True, check=True)  # its progress (stderr) shows as it runs
         results[frames] = json.loads(run.stdout.strip().splitlines()[-1])
         print(frames, results[frames], flush=True)

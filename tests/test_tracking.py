@@ -667,32 +667,45 @@ def write_clip(path: Path, frames: list[torch.Tensor]) -> Path:
 
 @pytest.mark.parity  # both models end to end: the heavy tier
 def test_cli_track_writes_tracks_mot_masks_and_preview(dino_checkpoint, sam2_video_folder_512, tmp_path):
-    """The hub's folder layout in ``--sam`` (at 512: what is checked is what the command writes)."""
+    """The real (random-weight) Grounding DINO and SAM 2.1 tiny through ``grounded-sam track`` on 12 frames of the
+    clip, the hub's folder layout in ``--sam`` (at 512: what is checked is what the command writes)."""
     import av
 
     from grounded_sam.cli import main
 
-    clip = write_clip(tmp_path / "clip.mkv", clip_frames(4, size=(160, 96)))
+    count = 12
+    clip = write_clip(tmp_path / "clip.mkv", clip_frames(count, size=(160, 96)))
     out = tmp_path / "out"
     code = main(["track", str(clip), "--prompt", "bunny . tree", "--out", str(out), "--dino", str(dino_checkpoint),
                  "--sam", str(sam2_video_folder_512), "--device", "cpu", "--box-threshold", "0", "--text-threshold", "0",
-                 "--max-detections", "2", "--redetect-every", "2", "--masks", "png", "--preview", "--no-progress"])
+                 "--max-detections", "2", "--redetect-every", "4", "--masks", "png", "--preview", "--no-progress"])
     assert code == 0
     tracks = json.loads((out / "tracks.json").read_text())
-    assert [entry["frame"] for entry in tracks] == [0, 1, 2, 3]
+    assert [entry["frame"] for entry in tracks] == list(range(count))
     rows = [row for entry in tracks for row in entry["objects"]]
     assert rows and all(set(row) == {"track_id", "label", "score", "box_xyxy", "mask_area", "labels_seen"} for row in rows)
     assert all(row["labels_seen"][0] == row["label"] for row in rows)  # the label that found the track comes first
+    ids = sorted({row["track_id"] for row in rows})
+    assert ids == list(range(1, len(ids) + 1)), ids  # ids count up from 1, none skipped
     mot = (out / "tracks.mot.txt").read_text().splitlines()
     assert len(mot) == len(rows)
-    first = mot[0].split(",")
-    assert first[0] == "1" and len(first) == 10 and first[-3:] == ["-1", "-1", "-1"]
-    for entry in tracks:  # the id map has each object's id on exactly its mask's pixels (none overlap here, or the higher id shows)
-        ids = np.asarray(Image.open(out / "masks" / f"{entry['frame']:06d}.png"))
-        assert ids.shape == (96, 160)
-        assert set(np.unique(ids).tolist()) - {0} <= {row["track_id"] for row in entry["objects"]}
+    assert [line.split(",")[:2] for line in mot] == [[str(entry["frame"] + 1), str(row["track_id"])] for entry in tracks for row in entry["objects"]]
+    assert len(mot[0].split(",")) == 10 and mot[0].split(",")[-3:] == ["-1", "-1", "-1"]
+    drawn = 0
+    for entry in tracks:  # the id map: each object's id on its mask's pixels, the higher id on top where masks overlap
+        id_map = np.asarray(Image.open(out / "masks" / f"{entry['frame']:06d}.png"))
+        assert id_map.shape == (96, 160)
+        objects = sorted(entry["objects"], key=lambda row: row["track_id"])
+        assert set(np.unique(id_map).tolist()) - {0} <= {row["track_id"] for row in objects}
+        for row in objects:
+            assert int((id_map == row["track_id"]).sum()) <= row["mask_area"]
+        if objects:
+            top = objects[-1]
+            assert int((id_map == top["track_id"]).sum()) == top["mask_area"] > 0  # nothing covers the highest id
+            drawn += int((id_map > 0).sum())
+    assert drawn > 0, "every id map is empty: a trivial check"
     with av.open(str(out / "preview.mp4")) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 4
+        assert sum(1 for _ in container.decode(video=0)) == count
 
 
 @pytest.mark.parity  # both models end to end: the heavy tier

@@ -8,6 +8,7 @@ tracks joins the one it overlaps more and the other track goes on alone.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # A detection whose mask overlaps a live track's mask at least this much (intersection over union)
@@ -52,8 +53,17 @@ class Identities:
         self.lost_after = lost_after
         self.threshold = threshold
         self.last_seen: dict[int, int] = {}
-        self.last_mask: dict[int, torch.Tensor] = {}
+        # each live track's last non-empty mask, at one bit a pixel (read on detection frames only)
+        self._last_bits: dict[int, tuple[np.ndarray, int]] = {}
         self.next_id = 1
+
+    def last_mask(self, track_id: int) -> torch.Tensor:
+        """bool ``[H, W]``: the track's last mask that was not empty (its first mask if none was)."""
+        bits, width = self._last_bits[track_id]
+        return torch.from_numpy(np.unpackbits(bits, axis=-1, count=width).view(np.bool_))
+
+    def _keep_last(self, track_id: int, mask: torch.Tensor) -> None:
+        self._last_bits[track_id] = (np.packbits(mask.cpu().numpy(), axis=-1), int(mask.shape[-1]))
 
     @property
     def live(self) -> list[int]:
@@ -65,7 +75,7 @@ class Identities:
         A new id only while ``room`` (new tracks allowed) lasts, and only for a non-empty mask; None: dropped.
         """
         live = self.live
-        reference = [current[t] if t in current and current[t].any() else self.last_mask[t] for t in live]
+        reference = [current[t] if t in current and current[t].any() else self.last_mask(t) for t in live]
         stacked = torch.stack(reference) if reference else detections.new_zeros((0, *detections.shape[1:]))
         matched = match_to_tracks(detections, stacked, self.threshold)
         ids: list[int | None] = []
@@ -83,13 +93,10 @@ class Identities:
     def seen(self, index: int, masks: dict[int, torch.Tensor]) -> list[int]:
         """Record frame ``index``'s masks (new ids start here); returns the ids that end on this frame."""
         for track_id, mask in masks.items():
-            if mask.any():
+            if mask.any() or track_id not in self.last_seen:
                 self.last_seen[track_id] = index
-                self.last_mask[track_id] = mask
-            elif track_id not in self.last_seen:
-                self.last_seen[track_id] = index
-                self.last_mask[track_id] = mask
+                self._keep_last(track_id, mask)
         ended = [t for t, last in self.last_seen.items() if index - last > self.lost_after]
         for track_id in ended:
-            del self.last_seen[track_id], self.last_mask[track_id]
+            del self.last_seen[track_id], self._last_bits[track_id]
         return ended
