@@ -76,13 +76,23 @@ def test_one_recogniser_names_every_family(dino_checkpoint, sam_checkpoint, sam2
 
 
 def test_model_families_do_not_ask_each_other():
-    """dino/ and sam/ never import sam3/ (nor each other): which family a file is, is decided above them (recognise, loaders)."""
+    """dino/, sam/ and sam3/ never import one another: which family a file is, is decided above them (recognise,
+    loaders); what SAM 3 shares with SAM 2 (its key names) lives beside them (sam2_names.py)."""
     import ast
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[1] / "grounded_sam"
-    for family, foreign in (("dino", ("sam", "sam3")), ("sam", ("dino", "sam3"))):
-        for source in (package / family).glob("*.py"):
+    families = ("dino", "sam", "sam3")
+    for family in families:
+        foreign = {f for f in families if f != family}
+        sources = list((package / family).glob("*.py"))
+        assert sources, family
+        for source in sources:
             for node in ast.walk(ast.parse(source.read_text())):
                 if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
-                    assert node.module.split(".")[0] not in foreign, f"{source.name} imports ..{node.module}"
+                    assert node.module.split(".")[0] not in foreign, f"{family}/{source.name} imports ..{node.module}"
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+                names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+                for name in names:
+                    parts = name.split(".")
+                    assert not (parts[0] == "grounded_sam" and len(parts) > 1 and parts[1] in foreign), f"{family}/{source.name} imports {name}"

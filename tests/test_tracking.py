@@ -473,6 +473,41 @@ def test_sam3_in_both_sockets_tracks_with_one_encoding_per_frame(sam3_release):
         assert 0 < int(expected[0].sum()) < expected[0].numel()
 
 
+@pytest.mark.parity  # SAM 3's tracker end to end: the heavy tier
+def test_sam3_a_duplicate_detection_never_reaches_its_track_s_memory(sam3_release):
+    """A detection on frame 1 of the object track 1 follows joins track 1 and is dropped before the frame's
+    memories are made: track 1's masks are its propagation alone. Encoded in the same batch, SAM 3's
+    non-overlap step lets the duplicate take pixels from track 1's memory, and frame 2 comes out otherwise."""
+    from grounded_sam.video.tracker import _mask_boxes
+
+    segmenter = load_sam(sam3_release[1], "cpu")
+    frames = clip_frames(3, size=(320, 180))
+    size = (180, 320)
+    a = torch.tensor([[20.0, 30.0, 200.0, 170.0]])
+    alone = Propagation(segmenter.video, size, read_frame=segmenter.video_frame)
+    alone.add_boxes(0, [1], a)
+    expected = [alone.full_size(alone.step(index, frames[index])[1])[0] for index in range(3)]
+    assert all(0.05 < float(m.float().mean()) < 0.95 for m in expected), [float(m.float().mean()) for m in expected]
+    again = _mask_boxes(expected[1][None])  # the detector finds track 1's object again on frame 1: its mask's extent
+
+    detector = ScriptedDetector([(a.tolist(), ["bunny"]), (again.tolist(), ["bunny"]), ([], [])], size)
+    results = list(GroundedSam(detector, segmenter, "fp32").track(torch.stack(frames), "bunny", redetect_every=1, backtrack=0))
+    assert [r.track_id.tolist() for r in results] == [[1], [1], [1]], "the detection on frame 1 did not join track 1"
+    for index in range(3):
+        assert torch.equal(results[index].masks[0], expected[index]), index
+
+    # the same frame with the duplicate in the memory batch (as the tracker encoded it before): frame 2 differs
+    both = Propagation(segmenter.video, size, read_frame=segmenter.video_frame)
+    both.add_boxes(0, [1], a)
+    both.step(0, frames[0])
+    both.add_boxes(1, [-1], again)
+    both.step(1, frames[1])
+    both.drop([-1])
+    with_duplicate = both.full_size(both.step(2, frames[2])[1])[0]
+    changed = int((with_duplicate ^ expected[2]).sum())
+    assert changed > 0, "the duplicate did not change track 1's memory: this case does not reach the defect"
+
+
 @pytest.mark.parity  # SAM 2.1 end to end, like the test above
 def test_excluded_objects_are_tracked_and_cut_out_of_every_frame(sam21_at_512):
     """"bunny", not "bird": the bird, found on frame 2 only, is followed forwards and backwards, and its

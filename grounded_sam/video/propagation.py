@@ -71,18 +71,44 @@ class Propagation:
         self.session.obj_with_new_inputs = [*self.session.obj_with_new_inputs, *object_ids]
 
     @torch.inference_mode()
-    def step(self, frame_index: int, frame: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    def step(self, frame_index: int, frame: torch.Tensor, encode: bool = True) -> tuple[list[int], torch.Tensor, torch.Tensor]:
         """Every object's mask logits on one uint8 ``[H, W, 3]`` frame: (object ids, ``[N, 256, 256]`` logits,
-        ``[N]`` object-score logits, > 0 where the object is present)."""
+        ``[N]`` object-score logits, > 0 where the object is present).
+
+        With ``encode`` false the frame's memories wait for ``encode``: objects dropped before it (a fresh
+        detection that duplicates a track) never reach the memory encoder, which in SAM 3 weighs every
+        object of a prompted frame against the others.
+        """
         if not self.session.obj_ids:
             return [], torch.zeros((0, 1, 1)), torch.zeros(0)
         read = self.read_frame(frame)
         pixels = read.pixels.to(self.session.inference_device)
         if read.features is not None:  # the frame is encoded already: the session reads its features, not its pixels
             self.session.cache.cache_vision_features(frame_index, read.features)
-        out = self.model(inference_session=self.session, frame_idx=frame_index, frame=pixels, reverse=self.reverse)
-        self._forget(frame_index)
+        out = self.model(inference_session=self.session, frame_idx=frame_index, frame=pixels, reverse=self.reverse, run_mem_encoder=encode)
+        if encode:
+            self._forget(frame_index)
         return list(out.object_ids), out.pred_masks[:, 0].float().cpu(), out.object_score_logits.reshape(-1).float().cpu()
+
+    @torch.inference_mode()
+    def encode(self, frame_index: int) -> None:
+        """The memories of ``frame_index`` (stepped with ``encode`` false) for the objects still in the session, in
+        one call as the model's own step makes them: prompted on the frame or tracked to it, per object."""
+        session = self.session
+        rows, masks, scores, prompted = [], [], [], []
+        for index in range(session.get_obj_num()):
+            outputs = session.output_dict_per_obj[index]
+            conditioning = frame_index in outputs["cond_frame_outputs"]
+            stored = outputs["cond_frame_outputs" if conditioning else "non_cond_frame_outputs"].get(frame_index)
+            if stored is None or "high_res_masks" not in stored:
+                continue
+            rows.append(index)
+            masks.append(stored["high_res_masks"])
+            scores.append(stored["object_score_logits"])
+            prompted.append(conditioning)
+        if self.model.num_maskmem > 0:
+            self.model._batch_encode_memories(session, frame_index, rows, masks, scores, prompted)
+        self._forget(frame_index)
 
     def full_size(self, logits: torch.Tensor) -> torch.Tensor:
         """bool ``[N, H, W]`` masks from low-resolution logits, upscaled as Meta's predictor does (bilinear, > 0).

@@ -7,7 +7,9 @@ How a clip is tracked, frame by frame, in one pass:
   track whose mask it overlaps (``identities.match_to_tracks``); a track joined keeps its id and
   memory, and the label that first found it (other labels a detection gives it are listed in
   ``labels_seen``); its score is the latest detection's. Any other detection starts a new track,
-  with an id never used before;
+  with an id never used before. The frame's memories are encoded only then, so a detection dropped as a
+  duplicate never reaches the memory encoder (SAM 3's weighs each object of a prompted frame against
+  the others: a duplicate would cut holes in its own track's memory);
 - a track whose object is out of sight for more than ``lost_after`` frames ends; until then a
   detection that overlaps its last mask brings it back under the same id: the detection's box is
   its new prompt (its memory of being lost is dropped), as SAM 2 is re-prompted on a lost object;
@@ -213,14 +215,17 @@ class _Tracking:
         # the rest of the frame: this pass, and the backward pass a new object may start (half each)
         steps.plan_passes(2 if detecting and index > 0 and self.backtrack else 1)
         with steps.encoder(self.segmenter.module()):  # SAM 3's tracker reads its detector's encoder: both watched
-            ids, logits, _ = self.forward.step(index, frame)
-        masks = self.forward.full_size(logits)
-        by_id = dict(zip(ids, masks, strict=True))
-        born: list[tuple[int, torch.Tensor]] = []
-        if provisional:
-            born += self._join(self.identities, 0, found, provisional, by_id, room)
-        if provisional_excluded:
-            born += self._join(self.excluded, EXCLUDED_IDS, excluded, provisional_excluded, by_id, room_excluded)
+            # on a detection frame the memories wait until each detection has joined its track or been dropped
+            ids, logits, _ = self.forward.step(index, frame, encode=not detecting)
+            masks = self.forward.full_size(logits)
+            by_id = dict(zip(ids, masks, strict=True))
+            born: list[tuple[int, torch.Tensor]] = []
+            if provisional:
+                born += self._join(self.identities, 0, found, provisional, by_id, room)
+            if provisional_excluded:
+                born += self._join(self.excluded, EXCLUDED_IDS, excluded, provisional_excluded, by_id, room_excluded)
+            if detecting:
+                self.forward.encode(index)
         if born and index > 0 and self.backtrack:
             self._backwards(index, born, steps)
         self._update(index, by_id)
