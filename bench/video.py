@@ -4,9 +4,10 @@
   ``SAM2VideoPredictor`` (``init_state`` on the frames as JPEG, two box prompts, ``propagate_in_video``);
 - tracking at ``redetect_every=10`` against segmenting every frame on its own (the image pipeline),
   with a full-size Grounding DINO Swin-T + BERT-base and SAM 2.1 tiny, up to 3 objects;
+- the same with EdgeTAM in place of SAM 2.1 tiny (the hub's ``edgetam_video`` layout, random weights);
 - full-size SAM 3's tracker, ours against Meta's ``Sam3TrackerPredictor`` (two box prompts on frame 0).
 
-    python bench/video.py [--frames 8] [--track-frames 20] [--sam3-frames 4]
+    python bench/video.py [--frames 8] [--track-frames 20] [--edgetam-frames 10] [--sam3-frames 4]
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from reference_models import bert_folder, meta_sam2, original_grounding_dino, save_original_release, save_sam2_release  # noqa: E402
+from reference_models import (  # noqa: E402
+    bert_folder,
+    meta_sam2,
+    original_grounding_dino,
+    save_edgetam_video_folder,
+    save_original_release,
+    save_sam2_release,
+)
 
 from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam  # noqa: E402
 from grounded_sam.video.frames import open_frames  # noqa: E402
@@ -131,9 +139,11 @@ def sam3_propagation_row(work: Path, count: int) -> dict:
             "mask_cover": [round(float(masks[i][0].float().mean()), 3) for i in range(count)]}  # fmt: skip
 
 
-def tracking_row(work: Path, sam_path: Path, count: int) -> dict:
-    bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
-    dino_path = save_original_release(original_grounding_dino(bert, enc=6, dec=6), work / "groundingdino_swint_ogc.pth")
+def tracking_row(work: Path, sam_path: Path, count: int, sam_name: str = "SAM 2.1 tiny") -> dict:
+    dino_path = work / "groundingdino_swint_ogc.pth"
+    if not dino_path.is_file():
+        bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
+        save_original_release(original_grounding_dino(bert, enc=6, dec=6), dino_path)
     pipeline = GroundedSam(load_grounding_dino(dino_path, "cpu"), load_sam(sam_path, "cpu"), "fp32")
     frames = torch.stack(first_frames(count))
     settings = DetectionSettings(box_threshold=0.0, text_threshold=0.0, max_detections=3)
@@ -145,7 +155,7 @@ def tracking_row(work: Path, sam_path: Path, count: int) -> dict:
     started = time.perf_counter()
     tracked = list(pipeline.track(frames, "bunny . tree", settings, redetect_every=10))
     tracking = time.perf_counter() - started
-    return {"row": f"tracking (redetect_every=10) vs every frame segmented, {count} frames, up to 3 objects",
+    return {"row": f"{sam_name} tracking (redetect_every=10) vs every frame segmented, {count} frames, up to 3 objects, fp32",
             "reference_s": round(per_frame, 1), "ours_s": round(tracking, 1), "ratio": round(per_frame / tracking, 2),
             "objects_per_frame": [len(r) for r in tracked]}
 
@@ -155,6 +165,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--track-frames", type=int, default=20)
     parser.add_argument("--sam3-frames", type=int, default=4, help="frames of the SAM 3 tracker row (0: skip it; a full-size frame takes about a minute)")
+    parser.add_argument("--edgetam-frames", type=int, default=10, help="frames of the EdgeTAM tracking row (0: skip it)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "video.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -164,6 +175,9 @@ def main() -> None:
     rows = [propagation_row(work, sam_path, args.frames)] if args.frames else []  # --frames 0: the tracking row alone
     if args.track_frames:
         rows.append(tracking_row(work, sam_path, args.track_frames))
+    if args.edgetam_frames:  # the same detector; EdgeTAM as the hub's edgetam_video folder, random weights
+        folder = save_edgetam_video_folder(work / "EdgeTAM")
+        rows.append(tracking_row(work, folder, args.edgetam_frames, sam_name="EdgeTAM"))
     if args.sam3_frames:
         rows.append(sam3_propagation_row(work, args.sam3_frames))
     for row in rows:

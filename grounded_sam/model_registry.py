@@ -64,6 +64,9 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
                938057991, "46270f7a822e6906b655b729c90613e48929d0f2bb8b9b76fd10a856f3ac6ab7"),
     *(_sam2("2.1", size, mb) for size, mb in (("tiny", 156), ("small", 184), ("base_plus", 324), ("large", 898))),
     *(_sam2("2", size, mb) for size, mb in (("tiny", 156), ("small", 185), ("base_plus", 324), ("large", 898))),
+    # EdgeTAM (Meta, Apache-2.0): SAM 2's interface, a RepViT encoder and a memory of 512 tokens a frame
+    KnownModel("edgetam (EdgeTAM, 14M parameters)", SAM_FOLDER, "edgetam.pt", _HUB + "facebook/EdgeTAM/resolve/main/edgetam.pt",
+               hub_lfs=True),
 )  # fmt: skip
 
 

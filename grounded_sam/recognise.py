@@ -27,6 +27,8 @@ FOLDER_FAMILIES = {
     "sam_hq": SAM,
     "sam2": SAM2,
     "sam2_video": SAM2,
+    "edgetam": SAM2,  # SAM 2's interface, built by the same family
+    "edgetam_video": SAM2,
     "sam3": SAM3,
     "sam3_video": SAM3,
 }
@@ -37,7 +39,7 @@ class Recognised:
     """What a model file or folder is: its family, and what was read to tell."""
 
     path: Path
-    family: str  # GROUNDING_DINO, SAM (also HQ-SAM, MobileSAM), SAM2, SAM3 or UNKNOWN
+    family: str  # GROUNDING_DINO, SAM (also HQ-SAM, MobileSAM), SAM2 (also EdgeTAM), SAM3 or UNKNOWN
     state: dict[str, torch.Tensor] | None = None  # a file's tensors; None for a folder
     model_type: str | None = None  # a folder's config.json model_type; None without one
 

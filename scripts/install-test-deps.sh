@@ -12,3 +12,7 @@ PY=${PYTHON:-python}
 # Meta's sam2 (the SAM 2 / 2.1 reference) is published as source only: build it against the torch
 # already here, without the CUDA extension its setup.py would try (the image path does not use it).
 SAM2_BUILD_CUDA=0 "$PY" -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
+# Meta's EdgeTAM (the EdgeTAM reference) as packaged on PyPI by edgetam-dimos: Meta's files, its package also
+# named sam2, so it goes into a folder of its own that only tests/edgetam_reference.py puts on sys.path.
+EDGETAM_REFERENCE=$("$PY" -c 'import sys; print(sys.prefix)')/edgetam-reference
+"$PY" -m pip install -q --no-deps --upgrade --target "$EDGETAM_REFERENCE" edgetam-dimos==1.0.1

@@ -403,3 +403,23 @@ def vitmatte_folder(folder: Path) -> Path:
     model.save_pretrained(folder)
     VitMatteImageProcessor().save_pretrained(folder)
     return folder
+
+
+def save_edgetam_video_folder(folder: Path, seed: int = 5) -> Path:
+    """A random EdgeTAM as the hub's ``edgetam_video`` folder (transformers' layout and config: RepViT-M1, the
+    release's widths and depths), every weight perturbed and its object-score head's bias raised by 8, so the
+    random model sees its objects (else most of its video masks are empty)."""
+    from transformers import EdgeTamVideoConfig, EdgeTamVideoModel, TimmWrapperConfig
+    from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
+
+    from grounded_sam.sam.edgetam_convert import BACKBONE
+
+    torch.manual_seed(seed)
+    vision = EdgeTamVisionConfig(backbone_config=TimmWrapperConfig(**BACKBONE)).to_dict()
+    config = EdgeTamVideoConfig(vision_config=vision, enable_occlusion_spatial_embedding=False, enable_temporal_pos_encoding_for_object_pointers=False)
+    model = EdgeTamVideoModel(config).eval()
+    perturb(model, seed, scale=0.02)
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.add_(8.0)
+    model.save_pretrained(folder)
+    return folder

@@ -149,11 +149,11 @@ def test_resolve_reports_known_models_and_rejects_half_files(tmp_path):
 def test_registry_entries_are_complete():
     names = {m.display_name for m in KNOWN_MODELS}
     assert {"sam_vit_h (2.56GB)", "sam_hq_vit_b (379MB)", "mobile_sam(39MB)", "GroundingDINO_SwinB (938MB)"} <= names
-    assert {"sam2.1_hiera_tiny (156MB)", "sam2.1_hiera_large (898MB)", "sam2_hiera_base_plus (324MB)"} <= names
+    assert {"sam2.1_hiera_tiny (156MB)", "sam2.1_hiera_large (898MB)", "sam2_hiera_base_plus (324MB)", "edgetam (EdgeTAM, 14M parameters)"} <= names
     for model in KNOWN_MODELS:
         assert model.url.startswith("https://") and model.url.endswith(model.filename)
         assert model.sha256 or model.md5 or model.hub_lfs, f"{model.filename} has no digest to verify"
-        assert not model.hub_lfs or model.url.startswith("https://huggingface.co/facebook/sam2")
+        assert not model.hub_lfs or model.url.startswith(("https://huggingface.co/facebook/sam2", "https://huggingface.co/facebook/EdgeTAM/"))
         assert model.sha256 is None or len(model.sha256) == 64
 
 

@@ -4,7 +4,8 @@ The video model shares every image-path weight with the segmenter's ``Sam2Model`
 ``Parameter`` objects), so tracking costs only the memory modules' few megabytes more, and a host
 that moves the segmenter moves both. A Meta release file gives the image model first and its
 memory beside it; a transformers ``sam2_video`` folder (the hub's ``facebook/sam2.1-hiera-*``)
-gives the video model, and the image model is read out of it.
+gives the video model, and the image model is read out of it. EdgeTAM (SAM 2's interface with a
+lighter encoder and memory) is built the same way: its release file gives the video model whole.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import Sam2Config, Sam2Model, Sam2VideoConfig, Sam2VideoModel
+from transformers import (
+    EdgeTamConfig,
+    EdgeTamModel,
+    EdgeTamVideoConfig,
+    EdgeTamVideoModel,
+    Sam2Config,
+    Sam2Model,
+    Sam2VideoConfig,
+    Sam2VideoModel,
+)
 
 from ..checkpoints import load_exact, require_complete, without_initial_values
 from .sam2_tracker import Sam2Tracker
@@ -40,14 +50,24 @@ def build_video_model(image_model: Sam2Model, video_weights: dict[str, torch.Ten
     return video.eval()
 
 
-def image_model_of(video: Sam2VideoModel, source: Path, name: str) -> Sam2Model:
-    """The ``Sam2Model`` inside ``video``: its image path, the same ``Parameter`` objects (nothing copied)."""
-    config = Sam2Config(
+def build_edgetam_video_model(config: EdgeTamVideoConfig, weights: dict[str, torch.Tensor], source: Path, name: str) -> EdgeTamVideoModel:
+    """EdgeTAM's video model from every tensor of its release file (its image model is read out of it)."""
+    video = without_initial_values(lambda: EdgeTamVideoModel(config)).eval()
+    require_complete(video, weights, source, f"{name} video")
+    load_exact(video, weights, source, f"{name} video")
+    return video.float().eval()
+
+
+def image_model_of(video: Sam2VideoModel | EdgeTamVideoModel, source: Path, name: str) -> Sam2Model | EdgeTamModel:
+    """The image model inside ``video`` (``Sam2Model``, or ``EdgeTamModel`` for EdgeTAM): its image path, the same
+    ``Parameter`` objects (nothing copied)."""
+    config_class, model_class = (EdgeTamConfig, EdgeTamModel) if isinstance(video, EdgeTamVideoModel) else (Sam2Config, Sam2Model)
+    config = config_class(
         vision_config=video.config.vision_config.to_dict(),
         prompt_encoder_config=video.config.prompt_encoder_config.to_dict(),
         mask_decoder_config=video.config.mask_decoder_config.to_dict(),
     )
-    image = without_initial_values(lambda: Sam2Model(config)).eval()
+    image = without_initial_values(lambda: model_class(config)).eval()
     wanted = image.state_dict()
     state = {k: v for k, v in video.state_dict(keep_vars=True).items() if k in wanted}
     require_complete(image, state, source, f"{name} image")

@@ -2,8 +2,9 @@
 
 transformers' ``Sam2VideoInferenceSession`` keeps every frame's pixels and every frame's outputs
 for as long as it lives. A clip of any length must not, so after each frame this keeps:
-- no pixels but the current frame's (its features are cached by the session), and no full-size
-  mask logits (read only while the frame's memory is encoded);
+- no pixels and no image features once a frame is done (the session would keep the last frame's
+  features, 112 MiB at 1024, until the next frame replaced them), and no full-size mask logits
+  (read only while the frame's memory is encoded);
 - per object, its prompted (conditioning) frame, and the last ``MEMORY_FRAMES`` tracked frames:
   SAM 2 reads 6 previous frames' memories and up to 16 frames' object pointers, nothing older.
 What is dropped is never read again, so results equal an unpruned session's.
@@ -19,7 +20,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from transformers import Sam2VideoModel
+from transformers import EdgeTamVideoModel, Sam2VideoModel
+from transformers.models.edgetam_video.modeling_edgetam_video import EdgeTamVideoInferenceSession
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
 from ..sam.sam2_segmenter import VideoFrame, video_pixels
@@ -33,13 +35,13 @@ UPSAMPLE_GROUP = 8
 class Propagation:
     """One pass of SAM 2's memory over frames in one direction (forward, or backward for ``reverse``).
 
-    ``model`` is SAM 2's video model or SAM 3's tracker (the same memory, read by transformers' same code).
+    ``model`` is SAM 2's video model, EdgeTAM's or SAM 3's tracker (the same memory, read by transformers' same code).
     ``read_frame`` gives what it reads of a frame; by default SAM 2's pixels, its own encoder run in the pass.
     """
 
     def __init__(
         self,
-        model: Sam2VideoModel,
+        model: Sam2VideoModel | EdgeTamVideoModel,
         frame_size: tuple[int, int],
         reverse: bool = False,
         read_frame: Callable[[torch.Tensor], VideoFrame] | None = None,
@@ -50,7 +52,11 @@ class Propagation:
         self.image_size = int(model.config.image_size)
         self.read_frame = read_frame or (lambda frame: VideoFrame(video_pixels(frame, self.image_size)))
         device = next(model.parameters()).device
-        self.session = Sam2VideoInferenceSession(
+        # SAM 2 and SAM 3's tracker encode a frame's memories in one call after every object's mask, and can wait for
+        # ``encode``; EdgeTAM encodes each object's as it goes (each from its own mask alone)
+        self.defers_memory = hasattr(model, "_batch_encode_memories")
+        session_class = EdgeTamVideoInferenceSession if isinstance(model, EdgeTamVideoModel) else Sam2VideoInferenceSession
+        self.session = session_class(
             video_height=frame_size[0],
             video_width=frame_size[1],
             inference_device=device,
@@ -85,8 +91,9 @@ class Propagation:
         pixels = read.pixels.to(self.session.inference_device)
         if read.features is not None:  # the frame is encoded already: the session reads its features, not its pixels
             self.session.cache.cache_vision_features(frame_index, read.features)
-        out = self.model(inference_session=self.session, frame_idx=frame_index, frame=pixels, reverse=self.reverse, run_mem_encoder=encode)
-        if encode:
+        deferred = {"run_mem_encoder": encode} if self.defers_memory else {}
+        out = self.model(inference_session=self.session, frame_idx=frame_index, frame=pixels, reverse=self.reverse, **deferred)
+        if encode or not self.defers_memory:
             self._forget(frame_index)
         return list(out.object_ids), out.pred_masks[:, 0].float().cpu(), out.object_score_logits.reshape(-1).float().cpu()
 
@@ -94,6 +101,8 @@ class Propagation:
     def encode(self, frame_index: int) -> None:
         """The memories of ``frame_index`` (stepped with ``encode`` false) for the objects still in the session, in
         one call as the model's own step makes them: prompted on the frame or tracked to it, per object."""
+        if not self.defers_memory:  # made in the step already
+            return
         session = self.session
         rows, masks, scores, prompted = [], [], [], []
         for index in range(session.get_obj_num()):
@@ -138,9 +147,10 @@ class Propagation:
 
     def _forget(self, frame_index: int) -> None:
         session = self.session
-        for kept in list(session.processed_frames or {}):
-            if kept != frame_index:
-                del session.processed_frames[kept]
+        # the frame's pixels and image features (12 and 112 MiB at 1024): no later frame reads them
+        session.cache.clear_all()
+        if session.processed_frames:
+            session.processed_frames.clear()
         for index, outputs in session.output_dict_per_obj.items():
             for stored in (*outputs["cond_frame_outputs"].values(), *outputs["non_cond_frame_outputs"].values()):
                 stored.pop("high_res_masks", None)  # 4 MB a frame: read only by this frame's memory encoding

@@ -43,6 +43,7 @@ from ..errors import InputError
 from ..freed_memory import trim_freed_heap
 from ..prompts import Prompt
 from ..records import LABEL_SEPARATOR, Detections
+from ..sam.edgetam_convert import NAME as EDGETAM
 from ..sam.sam2_segmenter import Sam2Segmenter
 from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
@@ -80,13 +81,18 @@ def check_tracking(segmenter, redetect_every: int, backtrack: int | None) -> Sam
     if not isinstance(segmenter, Sam2Segmenter):
         kind = "no SAM model" if segmenter is None else segmenter.name
         raise InputError(
-            f"tracking needs SAM 2, 2.1 or SAM 3 in the SAM socket (their video memory); this pipeline has {kind}: "
-            "load a sam2.1_hiera_*.pt file or SAM 3's sam3.pt"
+            f"tracking needs SAM 2, 2.1, EdgeTAM or SAM 3 in the SAM socket (their video memory); this pipeline has {kind}: "
+            "load a sam2.1_hiera_*.pt file, EdgeTAM's edgetam.pt or SAM 3's sam3.pt"
         )
     if isinstance(segmenter, Sam3Segmenter) and segmenter.video is None:
         raise InputError(
             f"this {segmenter.name} has no tracker (a transformers 'sam3' folder holds the detector only): load Meta's sam3.pt "
             "or the hub's facebook/sam3 folder (model_type sam3_video) to track, or SAM 2 / 2.1 in the SAM socket"
+        )
+    if segmenter.video is None and segmenter.name == EDGETAM:
+        raise InputError(
+            "EdgeTAM was loaded from an image-only transformers folder (model_type edgetam), without its video memory "
+            "weights: load Meta's release file (edgetam.pt) or the hub's edgetam_video folder to track"
         )
     if segmenter.video is None:
         raise InputError(
