@@ -41,6 +41,7 @@ SAM3_FILE = "sam3.pt"  # Meta's SAM 3 release format, reduced (two ViT and two t
 MM_FOLDER = "mm_grounding_dino_random"  # a transformers MM-Grounding-DINO folder (small, random weights)
 SAM2_FILE = "sam2.1_hiera_tiny.pt"  # Meta's SAM 2.1 tiny release format, full size, random weights
 SAM2_VIDEO_FOLDER = "sam2.1-hiera-tiny-512"  # the same weights as the hub's sam2_video folder, reading frames at 512
+EDGETAM_FOLDER = "EdgeTAM"  # a random EdgeTAM as the hub's edgetam_video folder (full size: it is light)
 VITMATTE_DIRNAME = "vitmatte-small-composition-1k"  # the hub folder's name, holding the suite's small random ViTMatte
 QUICK_VERSION = "0.33.0"  # the one version the quick tier (scripts/test.sh --quick) starts
 
@@ -81,6 +82,9 @@ def server_checkpoints(models_dir, sam2_tiny, sam2_video_folder_512, sam3_releas
     paths["sam2_video"] = sam2_video_folder_512
     paths["sam3"] = sam3_release[1]
     paths["vitmatte"] = vitmatte_random
+    from reference_models import save_edgetam_video_folder
+
+    paths["edgetam"] = save_edgetam_video_folder(work / EDGETAM_FOLDER)
     return paths
 
 
@@ -188,6 +192,7 @@ def install_models(tree: Path, checkpoints: dict[str, Path]) -> None:
     os.link(checkpoints["sam"], dino_dir / WRONG_FILE)
     shutil.copytree(checkpoints["mm"], dino_dir / MM_FOLDER)
     shutil.copytree(checkpoints["sam2_video"], sam_dir / SAM2_VIDEO_FOLDER)
+    shutil.copytree(checkpoints["edgetam"], sam_dir / EDGETAM_FOLDER)
     vitmatte_dir = tree / "models" / "vitmatte"
     shutil.rmtree(vitmatte_dir, ignore_errors=True)
     shutil.copytree(checkpoints["vitmatte"], vitmatte_dir / VITMATTE_DIRNAME)  # where the node's "vitmatte (small)" looks

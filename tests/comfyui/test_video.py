@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DINO_FILE, SAM2_VIDEO_FOLDER, SAM3_FILE, comfy_image, measure
+from conftest import DINO_FILE, EDGETAM_FOLDER, SAM2_VIDEO_FOLDER, SAM3_FILE, comfy_image, measure
 from PIL import Image
 from test_server import (
     Graph,
@@ -121,6 +121,37 @@ def test_track_node_matches_the_library(server, clip_pngs, track_case):
         want = found.masks[rows_1].any(0) if len(rows_1) else torch.zeros(found.image_size, dtype=torch.bool)
         assert iou(only_one[index], want) >= 0.999, index
     measure(server.version, "track 4 frames", seconds=round(run.seconds, 1), tracks=sorted({r["track_id"] for r in got_rows}))
+
+
+def test_edgetam_track_node_matches_the_library(server, clip_pngs, track_case, server_checkpoints):
+    """EdgeTAM (the hub's edgetam_video layout) in the SAM loader, tracking the same frames as the library does."""
+    from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
+
+    pipeline = GroundedSam(load_grounding_dino(server_checkpoints["dino"], "cpu"), load_sam(server_checkpoints["edgetam"], "cpu"), "fp32")
+    settings = DetectionSettings(track_case["threshold"], 0.25, max_detections=3)
+    expected = list(pipeline.track(track_case["images"], PROMPT, settings, redetect_every=EVERY))
+    assert len(expected) == FRAMES and all(len(r) for r in expected), "the library found nothing: a trivial comparison"
+    g = Graph()
+    sam = g.add("SAMModelLoader (segment anything)", model_name=EDGETAM_FOLDER)
+    dino = g.add("GroundingDinoModelLoader (segment anything)", model_name=DINO_FILE)
+    images = frames_batch(server, g, clip_pngs)
+    track = g.add(TRACK, sam_model=[sam, 0], grounding_dino_model=[dino, 0], images=images, prompt=PROMPT,
+                  threshold=track_case["threshold"], redetect_every=EVERY, max_objects=3)
+    merged = g.add("SaveImage", images=[g.add("MaskToImage", mask=[track, 0]), 0], filename_prefix="edgetam_track_mask")
+    rows = g.add("PreviewAny", source=[track, 2])
+    run = server.run(g.nodes)
+    assert_success(run)
+    got = saved_masks(server, run, merged)
+    assert got.shape[0] == FRAMES
+    for index, found in enumerate(expected):
+        assert 0 < int(found.masks.any(0).sum()) < found.masks[0].numel(), index
+        assert iou(got[index], found.masks.any(0)) >= 0.999, index
+    got_rows = json.loads(preview_text(run, rows))
+    want_rows = [{**row, "frame": index} for index, found in enumerate(expected) for row in found.to_json()]
+    assert [(r["frame"], r["track_id"], r["label"], r["mask_area"]) for r in got_rows] == [
+        (r["frame"], r["track_id"], r["label"], r["mask_area"]) for r in want_rows
+    ]
+    measure(server.version, "EdgeTAM track 4 frames", seconds=round(run.seconds, 1), tracks=sorted({r["track_id"] for r in got_rows}))
 
 
 SAM3_FRAMES = 3
