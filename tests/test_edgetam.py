@@ -51,7 +51,7 @@ def edgetam_source(scratch: Path) -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def meta_edgetam(tmp_path_factory):
+def meta_edgetam(tmp_path_factory, bus):
     """(our edgetam.pt, Meta's outputs, the frames): Meta's code builds the random model and runs it."""
     source = edgetam_source(tmp_path_factory.mktemp("edgetam-source"))
     if source is None:
@@ -63,7 +63,7 @@ def meta_edgetam(tmp_path_factory):
         "seed": 4,
         "object_score_bias": 8.0,
         "image": str(SHARED_IMAGE),
-        "image_boxes": boxes_for(_bus()).tolist(),
+        "image_boxes": boxes_for(bus).tolist(),
         "frames": str(work / "frames"),
         "video_sessions": [{"start": 0, "boxes": {"1": A}}, {"start": ADDED, "boxes": {"2": B}}],
     }
@@ -72,17 +72,10 @@ def meta_edgetam(tmp_path_factory):
     return work / "edgetam.pt", torch.load(work / "reference.pt"), frames
 
 
-def _bus() -> torch.Tensor:
-    from conftest import shared_image
-
-    return shared_image("bus.jpg")
-
-
-def test_release_file_segments_as_meta_s_image_predictor(meta_edgetam):
+def test_release_file_segments_as_meta_s_image_predictor(meta_edgetam, bus):
     path, reference, _ = meta_edgetam
     ours = load_sam(path, "cpu")
     assert isinstance(ours, Sam2Segmenter) and ours.name == "EdgeTAM" and ours.video is not None
-    bus = _bus()
     assert_same_masks(ours.masks_for_boxes(ours.embed(bus), boxes_for(bus)), reference["image_masks"])
 
 
@@ -126,7 +119,7 @@ def edgetam_folder(tmp_path_factory) -> Path:
     return save_edgetam_video_folder(tmp_path_factory.mktemp("edgetam-folder") / "EdgeTAM")
 
 
-def test_edgetam_folder_loads_segments_and_tracks(edgetam_folder):
+def test_edgetam_folder_loads_segments_and_tracks(edgetam_folder, bus):
     """``facebook/EdgeTAM``'s layout: one video model whose image path segments boxes; ``track`` follows them."""
     from test_tracking import ScriptedDetector
 
@@ -135,7 +128,6 @@ def test_edgetam_folder_loads_segments_and_tracks(edgetam_folder):
     ours = load_sam(edgetam_folder, "cpu")
     assert isinstance(ours, Sam2Segmenter) and ours.name == "EdgeTAM" and ours.video is not None
     assert next(ours.model.parameters()).data_ptr() == next(ours.video.parameters()).data_ptr()  # shared, not copied
-    bus = _bus()
     masks = ours.masks_for_boxes(ours.embed(bus), boxes_for(bus))
     assert all(0 < int(m.sum()) < m.numel() for m in masks)
 

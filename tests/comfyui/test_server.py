@@ -18,6 +18,7 @@ import torch
 from client import ComfyServer, RejectedPrompt, Run
 from conftest import (
     DINO_FILE,
+    EDGETAM_FOLDER,
     MM_FOLDER,
     PACK_FOLDER,
     SAM2_FILE,
@@ -183,7 +184,8 @@ def test_nodes_register_with_the_seed_sockets(server):
     sam_choices = info["SAMModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     dino_choices = info["GroundingDinoModelLoader (segment anything)"]["input"]["required"]["model_name"][0]
     # files and model folders on disk first (SAM 3's file is listed by both loaders)
-    assert sam_choices[:4] == sorted([SAM_FILE, SAM2_FILE, SAM2_VIDEO_FOLDER, SAM3_FILE]) and "sam_vit_b (375MB)" in sam_choices
+    assert sam_choices[:5] == sorted([SAM_FILE, SAM2_FILE, SAM2_VIDEO_FOLDER, EDGETAM_FOLDER, SAM3_FILE]) and "sam_vit_b (375MB)" in sam_choices
+    assert "edgetam (EdgeTAM, 14M parameters)" in sam_choices  # the release file, listed to fetch
     assert DINO_FILE in dino_choices and WRONG_FILE in dino_choices and "GroundingDINO_SwinT_OGC (694MB)" in dino_choices
     assert SAM3_FILE in dino_choices
 
