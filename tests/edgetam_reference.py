@@ -22,21 +22,6 @@ from pathlib import Path
 from unittest import mock
 
 
-def perturb(module, seed: int, scale: float = 0.02) -> None:
-    """Noise on every weight and on the batch norms' statistics (as ``reference_models.perturb``)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * scale)
-        for name, buf in module.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=generator) * 0.1)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=generator) + 0.5)
-
-
 def main(source: Path, work: Path) -> None:
     sys.path.insert(0, str(source))
     import numpy as np
@@ -45,6 +30,7 @@ def main(source: Path, work: Path) -> None:
     import timm.models
     import torch
     from PIL import Image
+    from reference_models import perturb  # beside this file; it imports no sam2
 
     assert Path(sam2.__file__).resolve().is_relative_to(source.resolve()), f"imported {sam2.__file__}, not EdgeTAM's"
     from sam2.build_sam import build_sam2, build_sam2_video_predictor
@@ -57,7 +43,7 @@ def main(source: Path, work: Path) -> None:
     with offline:
         torch.manual_seed(plan["seed"])
         model = build_sam2("configs/edgetam.yaml", None, device="cpu").eval()
-        perturb(model, plan["seed"])
+        perturb(model, plan["seed"], scale=0.02)
         with torch.no_grad():  # random weights call most objects absent, every video mask empty: present, by a margin
             model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(plan.get("object_score_bias", 0.0))
         torch.save({"model": model.state_dict()}, checkpoint)
