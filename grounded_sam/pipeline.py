@@ -106,19 +106,20 @@ class GroundedSam:
         backtrack: int | None = None,
         lost_after: int | None = None,
         hooks: RunHooks | None = None,
+        park_absent: bool = True,
     ) -> Iterator[Detections]:
         """The objects ``prompt`` names, followed through a clip: one one-frame ``Detections`` per frame, in order,
         each with ``track_id`` (the same object, the same id, on every frame) and masks.
 
         ``frames``: an IMAGE batch ``[B, H, W, C]``, an array, a video file, a folder of images or any
         iterable of frames; it is read a frame at a time. Needs SAM 2 / 2.1 in the SAM socket. How ids
-        are kept, and what ``redetect_every``, ``backtrack`` and ``lost_after`` mean: ``video.tracker``.
+        are kept, and what ``redetect_every``, ``backtrack``, ``lost_after`` and ``park_absent`` mean: ``video.tracker``.
         A frame is yielded once nothing can change it (``backtrack`` frames later), so memory stays flat.
         """
         from .video.tracker import track_frames
 
         return track_frames(self.detector, self.segmenter, self.effective_precision(), frames, prompt, settings, exclude,
-                            redetect_every, backtrack, lost_after, hooks)
+                            redetect_every, backtrack, lost_after, hooks, park_absent)
 
     def detect(
         self,

@@ -409,8 +409,15 @@ def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21_at_512):
     # re-detection of a would be a coin toss; ids on re-detection are tested on drawn masks above)
     detector = ScriptedDetector([([a], ["bunny"]), ([b], ["bird"])], size)
     pipeline = GroundedSam(detector, sam21, precision="fp32")
-    results = list(pipeline.track(torch.stack(frames), "bunny . bird", redetect_every=2, backtrack=2))
+    encodings = []
+    hook = sam21.video.vision_encoder.register_forward_hook(lambda module, args, out: encodings.append(1))
+    try:
+        results = list(pipeline.track(torch.stack(frames), "bunny . bird", redetect_every=2, backtrack=2))
+    finally:
+        hook.remove()
     assert detector.calls == 2 and len(results) == 4
+    # each frame is encoded once: the backward pass over frames 2, 1, 0 reads the forward pass's features
+    assert len(encodings) == 4, len(encodings)
     ids = [r.track_id.tolist() for r in results]
     assert all(len(set(i)) == len(i) for i in ids)
     # track 1 is on every frame, and its masks on frames 0-1 are SAM 2's own propagation of box a
@@ -425,12 +432,57 @@ def test_tracker_keeps_ids_and_follows_late_objects_backwards(sam21_at_512):
     # b, first found on frame 2, is a new track (2) with masks on the frames before it too
     assert all(2 in i for i in ids[2:]), ids
     assert all(2 in i for i in ids[:2]), f"no backward pass: {ids}"
+    # ... and they are SAM 2's own reverse propagation of box b, every frame encoded afresh
+    back = Propagation(sam21.video, size, reverse=True)
+    back.add_boxes(2, [2], torch.tensor([b]))
+    back.step(2, frames[2])
+    for index in (1, 0):
+        expected = back.full_size(back.step(index, frames[index])[1])[0]
+        found = results[index]
+        assert torch.equal(found.masks[found.track_id.tolist().index(2)], expected)
+        assert 0 < int(expected.sum()) < expected.numel()
     assert {r.labels[r.track_id.tolist().index(2)] for r in results} == {"bird"}
     for found in results:
         assert found.masks.shape[1:] == size and found.num_frames == 1
         for k in range(len(found)):  # the box is the mask's extent
             ys, xs = found.masks[k].nonzero(as_tuple=True)
             assert found.boxes[k].tolist() == [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def test_a_track_out_of_sight_for_an_interval_leaves_the_memory_pass_and_comes_back_on_a_detection(sam21_at_512):
+    """Parking: track b, unseen from frame 1, leaves the memory pass after one detection interval (memory attention
+    runs for a alone from then on), and a detection of b on frame 6 brings it back under its id; every frame's
+    masks equal those of the run that keeps b in memory throughout (``park_absent=False``)."""
+    import copy
+
+    from grounded_sam.sam.sam2_segmenter import Sam2Segmenter
+
+    video = copy.deepcopy(sam21_at_512.video)
+    with torch.no_grad():  # random weights: objects present where a box prompts them, absent on frames tracked from memory
+        video.mask_decoder.pred_obj_score_head.proj_out.weight.mul_(200.0)
+    sam21 = Sam2Segmenter(sam21_at_512.model, sam21_at_512.name, video)
+    objects_attended = []
+    video.memory_attention.register_forward_hook(lambda module, args, out: objects_attended.append(int(out.shape[0])))
+    frames = clip_frames(8, size=(320, 180))
+    size = (180, 320)
+    a, b = [10.0, 20.0, 150.0, 170.0], [200.0, 10.0, 310.0, 90.0]
+    script = [([a, b], ["bunny"] * 2), ([a], ["bunny"]), ([a], ["bunny"]), ([a, b], ["bunny"] * 2)]
+    runs = {}
+    for park in (False, True):
+        objects_attended.clear()
+        pipeline = GroundedSam(ScriptedDetector(script, size), sam21, "fp32")
+        results = list(pipeline.track(torch.stack(frames), "bunny", redetect_every=2, backtrack=0, park_absent=park))
+        runs[park] = (results, sum(objects_attended))
+    kept, parked = runs[False][0], runs[True][0]
+    # the case is the one parking is for: b is out of sight on frames 1-5, a is seen on every detection frame
+    assert [r.track_id.tolist() for r in kept] == [[1, 2], [], [1], [], [1], [], [1, 2], []]
+    for held, found in zip(kept, parked, strict=True):
+        assert found.track_id.tolist() == held.track_id.tolist()
+        assert torch.equal(found.masks, held.masks)
+        assert all(0 < int(m.sum()) < m.numel() for m in found.masks)
+    # kept in memory, b costs a memory attention on each of frames 1-7; parked after frame 2, none on frames 3-6
+    # (on 6 the detection prompts it afresh, without memory): 4 fewer of the 14
+    assert runs[False][1] == 14 and runs[True][1] == 10, (runs[False][1], runs[True][1])
 
 
 @pytest.mark.parity  # SAM 3 end to end: the heavy tier

@@ -56,6 +56,7 @@ class Propagation:
         # ``encode``; EdgeTAM encodes each object's as it goes (each from its own mask alone)
         self.defers_memory = hasattr(model, "_batch_encode_memories")
         session_class = EdgeTamVideoInferenceSession if isinstance(model, EdgeTamVideoModel) else Sam2VideoInferenceSession
+        self.encoded: dict | None = None  # the last frame stepped: its image features, as the session caches them
         self.session = session_class(
             video_height=frame_size[0],
             video_width=frame_size[1],
@@ -77,22 +78,28 @@ class Propagation:
         self.session.obj_with_new_inputs = [*self.session.obj_with_new_inputs, *object_ids]
 
     @torch.inference_mode()
-    def step(self, frame_index: int, frame: torch.Tensor, encode: bool = True) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    def step(
+        self, frame_index: int, frame: torch.Tensor, encode: bool = True, features: dict | None = None
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
         """Every object's mask logits on one uint8 ``[H, W, 3]`` frame: (object ids, ``[N, 256, 256]`` logits,
         ``[N]`` object-score logits, > 0 where the object is present).
 
         With ``encode`` false the frame's memories wait for ``encode``: objects dropped before it (a fresh
         detection that duplicates a track) never reach the memory encoder, which in SAM 3 weighs every
-        object of a prompted frame against the others.
+        object of a prompted frame against the others. ``features``: the frame's encoding as an earlier pass
+        left it (``encoded``), so its image encoder does not run again.
         """
+        self.encoded = None
         if not self.session.obj_ids:
             return [], torch.zeros((0, 1, 1)), torch.zeros(0)
-        read = self.read_frame(frame)
+        # a frame encoded already: the session reads its features and never its pixels (a placeholder stands in)
+        read = self.read_frame(frame) if features is None else VideoFrame(torch.zeros((3, 1, 1)), features)
         pixels = read.pixels.to(self.session.inference_device)
-        if read.features is not None:  # the frame is encoded already: the session reads its features, not its pixels
+        if read.features is not None:
             self.session.cache.cache_vision_features(frame_index, read.features)
         deferred = {"run_mem_encoder": encode} if self.defers_memory else {}
         out = self.model(inference_session=self.session, frame_idx=frame_index, frame=pixels, reverse=self.reverse, **deferred)
+        self.encoded = self.session.cache.get_vision_features(frame_index)
         if encode or not self.defers_memory:
             self._forget(frame_index)
         return list(out.object_ids), out.pred_masks[:, 0].float().cpu(), out.object_score_logits.reshape(-1).float().cpu()

@@ -13,6 +13,11 @@ How a clip is tracked, frame by frame, in one pass:
 - a track whose object is out of sight for more than ``lost_after`` frames ends; until then a
   detection that overlaps its last mask brings it back under the same id: the detection's box is
   its new prompt (its memory of being lost is dropped), as SAM 2 is re-prompted on a lost object;
+- a track out of sight for a whole detection interval (``redetect_every`` frames) is parked: its memory
+  leaves the pass, so it costs nothing per frame (SAM 2 runs its whole memory attention for every object,
+  seen or not), and it waits, by its last mask, for a detection to bring it back as above. What parking
+  changes: an object that comes back between detections is found at the next one rather than by memory
+  (``park_absent=False`` keeps every track in memory until it ends); the other objects' masks are the same;
 - an object first found on frame k > 0 is followed backwards too, over the ``backtrack`` frames
   before k (held, as 8-bit frames, for that purpose): Grounded-SAM-2's reverse tracking;
 - objects of the excluded phrases are tracked the same way (ids of their own, never reported),
@@ -21,7 +26,8 @@ How a clip is tracked, frame by frame, in one pass:
   no box but its mask's extent); an object left with no pixel is not on that frame.
 
 Memory stays flat however long the clip: the memory window of features (see ``propagation``),
-``backtrack`` held frames, and each frame's masks at one bit a pixel until the frame is final
+``backtrack`` held frames and their image features (read by the backward pass, so no frame is encoded
+twice: 16 MiB a frame for SAM 2 at 1024, and its positional encodings once), and each frame's masks at one bit a pixel until the frame is final
 (``backtrack`` frames later), when it is handed to the caller and forgotten here. On a CPU, the
 pages each frame frees go back to the system after the frame (``trim_freed_heap``), else glibc
 keeps them and RSS climbs while what is live stays flat.
@@ -114,6 +120,7 @@ def track_frames(
     backtrack: int | None = None,
     lost_after: int | None = None,
     hooks: RunHooks | None = None,
+    park_absent: bool = True,
 ) -> Iterator[Detections]:
     """One-frame ``Detections`` (with ``track_id`` and masks) per frame of ``frames``, in order, as each is final.
 
@@ -129,7 +136,11 @@ def track_frames(
     backtrack = redetect_every if backtrack is None else backtrack
     lost_after = max(LOST_AFTER_MIN_FRAMES, LOST_AFTER_INTERVALS * redetect_every) if lost_after is None else lost_after
     clip = open_frames(frames)
-    tracking = _Tracking(detector, segmenter, precision, wanted, settings, redetect_every, backtrack, lost_after, hooks, clip.count)
+    if not isinstance(park_absent, bool):
+        raise InputError(f"park_absent must be True or False, got {park_absent!r}")
+    park_after = redetect_every if park_absent else None
+    tracking = _Tracking(detector, segmenter, precision, wanted, settings, redetect_every, backtrack, lost_after, hooks, clip.count,
+                         park_after)
     yield from tracking.run(clip)
 
 
@@ -151,7 +162,9 @@ def frames_held_after(results: Generator[Detections, None, None], stop: BaseExce
 
 
 class _Tracking:
-    def __init__(self, detector, segmenter, precision, prompt, settings, redetect_every, backtrack, lost_after, hooks, count) -> None:
+    def __init__(
+        self, detector, segmenter, precision, prompt, settings, redetect_every, backtrack, lost_after, hooks, count, park_after
+    ) -> None:
         self.detector = detector
         self.precision = precision
         self.segmenter = segmenter
@@ -162,12 +175,15 @@ class _Tracking:
         self.lost_after = lost_after
         self.hooks = hooks
         self.count = count
+        self.park_after = park_after  # frames out of sight before a track leaves the memory pass (None: never)
+        self.parked: set[int] = set()  # memory ids of live tracks out of the pass, waiting for a detection
         self.identities = Identities(lost_after)
         self.excluded = Identities(lost_after)  # the excluded objects' own ids (memory id EXCLUDED_IDS + id)
         self.labels: dict[int, tuple[str, float]] = {}  # every track's first label and latest score, by id
         self.labels_seen: dict[int, list[str]] = {}  # every label a track was detected as, the first first
         self.pending: dict[int, FrameResult] = {}
         self.held: deque[tuple[int, torch.Tensor]] = deque(maxlen=backtrack + 1)
+        self.encoded: dict[int, dict] = {}  # the held frames' image features from the forward pass, for the backward one
         self.size: tuple[int, int] | None = None
         self.forward: Propagation | None = None
         # On a CPU each frame's tensors are freed into glibc's heap, which keeps their pages: handed back after every frame.
@@ -223,6 +239,7 @@ class _Tracking:
         with steps.encoder(self.segmenter.module()):  # SAM 3's tracker reads its detector's encoder: both watched
             # on a detection frame the memories wait until each detection has joined its track or been dropped
             ids, logits, _ = self.forward.step(index, frame, encode=not detecting)
+            self._hold_encoding(index)
             masks = self.forward.full_size(logits)
             by_id = dict(zip(ids, masks, strict=True))
             born: list[tuple[int, torch.Tensor]] = []
@@ -252,9 +269,10 @@ class _Tracking:
             if memory_id is None or (memory_id in by_id and by_id[memory_id].any()):  # dropped, or a visible track seen again
                 self.forward.drop([temp])
                 continue
-            if memory_id in by_id:  # a track out of sight, found again: the detection's box is its new prompt, under its id
-                self.forward.drop([memory_id])
+            if memory_id in by_id or memory_id in self.parked:  # a track out of sight, found again: the detection's box
+                self.forward.drop([memory_id])  # is its new prompt, under its id
                 self.forward.rename(temp, memory_id)
+                self.parked.discard(memory_id)
                 by_id[memory_id] = mask
                 continue
             self.forward.rename(temp, memory_id)
@@ -273,11 +291,39 @@ class _Tracking:
     def _update(self, index: int, by_id: dict[int, torch.Tensor]) -> None:
         kept = {t: m for t, m in by_id.items() if t in self.labels}
         excluded = {t - EXCLUDED_IDS: m for t, m in by_id.items() if t >= EXCLUDED_IDS}
-        self.forward.drop(self.identities.seen(index, kept))
-        self.forward.drop([EXCLUDED_IDS + t for t in self.excluded.seen(index, excluded)])
+        ended = [*self.identities.seen(index, kept), *(EXCLUDED_IDS + t for t in self.excluded.seen(index, excluded))]
+        self.forward.drop(ended)
+        self.parked.difference_update(ended)
+        if self.park_after is not None:
+            self._park(index)
         cut = [m for m in excluded.values() if m.any()]
         packed = _pack(torch.stack(cut).any(0)) if cut else None
         self.pending[index] = FrameResult({t: _pack(m) for t, m in sorted(kept.items()) if m.any()}, packed)
+
+    def _park(self, index: int) -> None:
+        """Tracks out of sight for ``park_after`` frames leave the memory pass (they stay live, by their last mask)."""
+        absent = [
+            offset + t
+            for identities, offset in ((self.identities, 0), (self.excluded, EXCLUDED_IDS))
+            for t, last in identities.last_seen.items()
+            if index - last >= self.park_after and offset + t not in self.parked
+        ]
+        self.forward.drop(absent)
+        self.parked.update(absent)
+
+    def _hold_encoding(self, index: int) -> None:
+        """Keep frame ``index``'s image features while its frame is held, so the backward pass does not encode it again
+        (``backtrack`` + 1 frames' features at most; every frame's positional encodings are the same, held once)."""
+        if not self.backtrack or self.forward.encoded is None:
+            return
+        features = dict(self.forward.encoded)
+        if self.encoded:
+            positions = next(iter(self.encoded.values()))["vision_pos_embeds"]
+            if [p.shape for p in positions] == [p.shape for p in features["vision_pos_embeds"]]:
+                features["vision_pos_embeds"] = positions
+        self.encoded[index] = features
+        for old in [i for i in self.encoded if i < index - self.backtrack]:
+            del self.encoded[old]
 
     def _backwards(self, index: int, born: list[tuple[int, torch.Tensor]], steps: FrameSteps) -> None:
         """The new objects followed back over the held frames before ``index`` (a separate memory pass), each
@@ -292,11 +338,11 @@ class _Tracking:
         back.add_boxes(index, [b for b, _ in born], torch.stack([box for _, box in born]))
         steps.plan_passes(1 + len(earlier_frames))
         with steps.encoder(self.segmenter.module()):
-            back.step(index, held[index])
+            back.step(index, held[index], features=self.encoded.get(index))
         for left, earlier in enumerate(earlier_frames):
             steps.plan_passes(len(earlier_frames) - left)
             with steps.encoder(self.segmenter.module()):
-                ids, logits, _ = back.step(earlier, held[earlier])
+                ids, logits, _ = back.step(earlier, held[earlier], features=self.encoded.get(earlier))
             result = self.pending[earlier]
             for track_id, mask in zip(ids, back.full_size(logits), strict=True):
                 if not mask.any():
