@@ -485,6 +485,32 @@ def test_a_track_out_of_sight_for_an_interval_leaves_the_memory_pass_and_comes_b
     assert runs[False][1] == 14 and runs[True][1] == 10, (runs[False][1], runs[True][1])
 
 
+def test_tracking_in_bf16_runs_the_memory_pass_in_bf16_and_stays_near_fp32(sam21_at_512):
+    """``precision`` bf16 reaches the video memory (autocast, as an image's segmentation): memory attention runs in
+    bf16, and the masks stay close to fp32's (random weights; the README gives the speed on a native-bf16 CPU)."""
+    from grounded_sam.video.identities import mask_iou
+    from grounded_sam.video.tracker import track_frames
+
+    frames = torch.stack(clip_frames(3, size=(320, 180)))
+    size = (180, 320)
+    a, b = [10.0, 20.0, 150.0, 170.0], [200.0, 10.0, 310.0, 90.0]
+    dtypes = []
+    hook = sam21_at_512.video.memory_attention.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    try:
+        runs = {
+            precision: list(track_frames(ScriptedDetector([([a, b], ["bunny"] * 2)], size), sam21_at_512, precision, frames, "bunny",
+                                         redetect_every=3, backtrack=0))
+            for precision in ("fp32", "bf16")
+        }
+    finally:
+        hook.remove()
+    assert dtypes == [torch.float32] * 4 + [torch.bfloat16] * 4, dtypes  # 2 tracked frames x 2 objects, each run
+    for exact, low in zip(runs["fp32"], runs["bf16"], strict=True):
+        assert exact.track_id.tolist() == low.track_id.tolist() == [1, 2]
+        assert all(0 < int(m.sum()) < m.numel() for m in low.masks)
+        assert float(mask_iou(exact.masks, low.masks).diagonal().min()) > 0.9
+
+
 @pytest.mark.parity  # SAM 3 end to end: the heavy tier
 def test_sam3_in_both_sockets_tracks_with_one_encoding_per_frame(sam3_release):
     """SAM 3 finds the objects and its tracker follows them: each frame's ViT runs once, for detection and

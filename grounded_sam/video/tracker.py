@@ -186,8 +186,9 @@ class _Tracking:
         self.encoded: dict[int, dict] = {}  # the held frames' image features from the forward pass, for the backward one
         self.size: tuple[int, int] | None = None
         self.forward: Propagation | None = None
+        self.device_type = next(segmenter.module().parameters()).device.type
         # On a CPU each frame's tensors are freed into glibc's heap, which keeps their pages: handed back after every frame.
-        self.trims_heap = frees_into_host_heap(next(segmenter.module().parameters()).device.type)
+        self.trims_heap = frees_into_host_heap(self.device_type)
 
     def run(self, clip) -> Iterator[Detections]:
         index = -1
@@ -213,6 +214,10 @@ class _Tracking:
             raise
         yield from self._final(index)
 
+    def _autocast(self):
+        """The memory pass in the run's precision, as detection and an image's segmentation are (bf16: autocast)."""
+        return autocast_for(self.precision, self.device_type)
+
     def _propagation(self, reverse: bool = False) -> Propagation:
         return Propagation(self.segmenter.video, self.size, reverse=reverse, read_frame=self.segmenter.video_frame)
 
@@ -236,7 +241,7 @@ class _Tracking:
                     self.forward.add_boxes(index, group, boxes)
         # the rest of the frame: this pass, and the backward pass a new object may start (half each)
         steps.plan_passes(2 if detecting and index > 0 and self.backtrack else 1)
-        with steps.encoder(self.segmenter.module()):  # SAM 3's tracker reads its detector's encoder: both watched
+        with steps.encoder(self.segmenter.module()), self._autocast():  # SAM 3's tracker reads its detector's encoder
             # on a detection frame the memories wait until each detection has joined its track or been dropped
             ids, logits, _ = self.forward.step(index, frame, encode=not detecting)
             self._hold_encoding(index)
@@ -337,11 +342,11 @@ class _Tracking:
         back = self._propagation(reverse=True)
         back.add_boxes(index, [b for b, _ in born], torch.stack([box for _, box in born]))
         steps.plan_passes(1 + len(earlier_frames))
-        with steps.encoder(self.segmenter.module()):
+        with steps.encoder(self.segmenter.module()), self._autocast():
             back.step(index, held[index], features=self.encoded.get(index))
         for left, earlier in enumerate(earlier_frames):
             steps.plan_passes(len(earlier_frames) - left)
-            with steps.encoder(self.segmenter.module()):
+            with steps.encoder(self.segmenter.module()), self._autocast():
                 ids, logits, _ = back.step(earlier, held[earlier], features=self.encoded.get(earlier))
             result = self.pending[earlier]
             for track_id, mask in zip(ids, back.full_size(logits), strict=True):
