@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grounded_sam.kernel_caches import KERNEL_CACHE_VARIABLES  # noqa: E402  (sets nothing: the pack's init does)
+from grounded_sam.runtime.kernel_caches import KERNEL_CACHE_VARIABLES  # noqa: E402  (sets nothing: the pack's init does)
 
 WORDS = "person bus window wheel dog cat tree car road sky cloud house door".split()
 
@@ -47,7 +47,7 @@ def side(bounded: bool, dino: str, sam: str, shapes: int) -> None:
     import torch
 
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
-    from grounded_sam.freed_memory import release_freed_memory
+    from grounded_sam.runtime.freed_memory import release_freed_memory
 
     def anon_mib() -> float:  # once what is freed is handed back, as the pack does when ComfyUI frees a model
         gc.collect()

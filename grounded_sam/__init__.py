@@ -24,10 +24,10 @@ _PUBLIC = {
     "Detections": ".records",
     "load_sam": ".loaders",
     "SamSegmenter": ".sam.segmenter",
-    "RunHooks": ".steps",
-    "resolve_device": ".devices",
-    "bound_kernel_caches": ".kernel_caches",
-    "release_freed_memory": ".freed_memory",
+    "RunHooks": ".runtime.run_hooks",
+    "resolve_device": ".runtime.devices",
+    "bound_kernel_caches": ".runtime.kernel_caches",
+    "release_freed_memory": ".runtime.freed_memory",
     "label_dataset": ".labeling.runner",
     "evaluate": ".labeling.evaluation",
 }
@@ -54,19 +54,19 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .devices import resolve_device
     from .dino.detector import GroundingDinoDetector
     from .errors import CancelledError, GroundedSamError, InputError, ModelFileError, ModelNotFoundError
-    from .freed_memory import release_freed_memory
-    from .kernel_caches import bound_kernel_caches
     from .labeling.evaluation import evaluate
     from .labeling.runner import label_dataset
     from .loaders import load_grounding_dino, load_sam
     from .pipeline import GroundedSam
     from .records import Detections
+    from .runtime.devices import resolve_device
+    from .runtime.freed_memory import release_freed_memory
+    from .runtime.kernel_caches import bound_kernel_caches
+    from .runtime.run_hooks import RunHooks
     from .sam.segmenter import SamSegmenter
     from .settings import DetectionSettings
-    from .steps import RunHooks
 
 
 def __getattr__(name: str) -> Any:

@@ -15,9 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .devices import DEVICE_CHOICES_HELP, PRECISION_CHOICES
 from .errors import GroundedSamError, InputError, ModelFileError, ModelNotFoundError
-from .kernel_caches import bound_kernel_caches
 from .labeling.commands import (
     add_eval_arguments,
     add_label_arguments,
@@ -27,6 +25,8 @@ from .labeling.commands import (
     run_merge,
 )
 from .model_files import DINO_FOLDER, MODELS_DIR_ENV, SAM_FOLDER, default_models_dir
+from .runtime.devices import DEVICE_CHOICES_HELP, PRECISION_CHOICES
+from .runtime.kernel_caches import bound_kernel_caches
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
 EXIT_STOPPED_PARTWAY = 3  # track: an error mid-clip; the frames before it are written (Ctrl-C: 130)
@@ -237,11 +237,11 @@ def _check_output_folder(out: Path) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
     from .inputs import expand_images
     from .outputs import SegmentReport
-    from .progress import ImagesBar
     from .prompts import Prompt
+    from .runtime.devices import resolve_device
+    from .runtime.terminal_bar import ImagesBar
     from .settings import DetectionSettings
 
     # checks that need no model: each raises a clear error before anything loads
@@ -303,8 +303,8 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def run_track(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
     from .prompts import Prompt
+    from .runtime.devices import resolve_device
     from .settings import DetectionSettings
 
     settings = DetectionSettings(args.box_threshold, args.text_threshold, args.nms_iou, args.max_detections or None)
@@ -320,7 +320,7 @@ def run_track(args: argparse.Namespace) -> int:
     _check_output_folder(args.out)
     dino_path, sam_path = _find_models(args)
     from .pipeline import GroundedSam
-    from .progress import ImagesBar
+    from .runtime.terminal_bar import ImagesBar
     from .video.tracker import frames_held_after
     from .video.writer import TrackWriter
 

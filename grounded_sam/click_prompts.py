@@ -19,8 +19,8 @@ from .clicks import Clicks, owners
 from .errors import InputError
 from .images import to_uint8_frames
 from .records import Detections
+from .runtime.run_hooks import FrameSteps, RunHooks
 from .stages import Segmenter
-from .steps import FrameSteps, RunHooks
 
 CLICKED = "clicked"  # the label of the object made from clicks no box holds
 

@@ -14,9 +14,9 @@ import torch
 from .exclusion import split_excluded
 from .prompts import Prompt
 from .records import Detections
+from .runtime.run_hooks import FrameSteps, RunHooks
 from .settings import DetectionSettings
 from .stages import Detector
-from .steps import FrameSteps, RunHooks
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

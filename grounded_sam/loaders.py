@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .devices import resolve_device
 from .dino.detector import GroundingDinoDetector
 from .dino.load import detector_from_folder, detector_from_state
 from .errors import ModelFileError, ModelNotFoundError
 from .recognise import GROUNDING_DINO, SAM3, Recognised, recognise
+from .runtime.devices import resolve_device
 from .sam.load import segmenter_from_folder, segmenter_from_state
 from .sam.segmenter import SamSegmenter
 from .sam3.detector import Sam3Detector

@@ -12,17 +12,17 @@ import torch
 from .click_prompts import with_clicks
 from .clicks import Clicks
 from .detection_step import AUTOCAST_DTYPES, autocast_for, find_kept_and_excluded
-from .devices import PRECISION_CHOICES, accelerators, choose_precision, frees_into_host_heap, resolve_device
 from .errors import InputError
 from .exclusion import can_cut, cut_decoding_as_needed, cut_out, split_excluded
-from .freed_memory import trim_freed_heap
 from .images import to_uint8_frames
 from .prompts import Prompt
 from .records import Detections
+from .runtime.devices import PRECISION_CHOICES, accelerators, choose_precision, frees_into_host_heap, resolve_device
+from .runtime.freed_memory import trim_freed_heap
+from .runtime.run_hooks import FrameSteps, RunHooks
 from .sam3_segmenter import Sam3Segmenter
 from .settings import DetectionSettings
 from .stages import Detector, Segmenter
-from .steps import FrameSteps, RunHooks
 
 __all__ = ["AUTOCAST_DTYPES", "PRECISION_CHOICES", "GroundedSam", "RunHooks"]
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .caching import LruCache
 from .errors import InputError
+from .runtime.caching import LruCache
 from .sam.sam2_segmenter import Sam2Segmenter, VideoFrame
 from .sam.segmenter import ImageEmbedding
 from .sam3.detector import Sam3Detector

@@ -37,7 +37,7 @@ def claim_native_bf16(monkeypatch, native: bool) -> None:
     import dataclasses
 
     from grounded_sam import pipeline
-    from grounded_sam.devices import accelerators
+    from grounded_sam.runtime.devices import accelerators
 
     monkeypatch.setattr(pipeline, "accelerators", lambda: dataclasses.replace(accelerators(), cpu_bf16=native))
 

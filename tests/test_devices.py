@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from grounded_sam import GroundedSam, InputError, load_sam
-from grounded_sam.devices import (
+from grounded_sam.runtime.devices import (
     Accelerators,
     accelerators,
     choose_device,

@@ -191,7 +191,7 @@ def test_loaded_models_are_shared_while_held_and_freed_when_dropped(tmp_path, sa
 def test_a_freed_model_s_memory_is_trimmed_after_its_tensors_are_freed(tmp_path, monkeypatch):
     """glibc keeps freed memory for reuse until it is trimmed. A model in a reference cycle (ComfyUI's patcher makes
     one) is finalized before the collector frees its tensors, so a trim in the finalizer alone comes too early."""
-    from grounded_sam import freed_memory
+    from grounded_sam.runtime import freed_memory
 
     class Model:
         pass
@@ -243,7 +243,7 @@ def test_the_unload_callback_does_not_keep_the_model_alive(sam_checkpoint):
 def test_freed_and_offloaded_models_leave_nothing_in_transformers_caches(sam2_tiny, bus):
     """transformers caches SAM 2's position embedding (64 MiB at 1024 pixels) for the process; a model that is
     offloaded (``clear_caches``) or freed must not leave it behind."""
-    from grounded_sam.transformers_caches import cached_entries
+    from grounded_sam.runtime.transformers_caches import cached_entries
 
     boxes = torch.tensor([[100.0, 200.0, 600.0, 900.0]])
     held = shared_model("sams", sam2_tiny[1], lambda p: load_sam(p, "cpu"))
@@ -264,7 +264,7 @@ import gc, sys
 import torch
 if sys.argv[1] == "pack":
     import grounded_sam.comfy  # what ComfyUI does when it loads the pack, before any model runs
-from grounded_sam.freed_memory import release_freed_memory
+from grounded_sam.runtime.freed_memory import release_freed_memory
 def anon_mib():
     gc.collect()
     release_freed_memory()
@@ -291,7 +291,7 @@ def kernels_kept(mode: str, shapes: int, env: dict[str, str]) -> float:
 def test_the_pack_bounds_torch_s_kernel_caches_for_a_server_that_sees_many_shapes(monkeypatch):
     """torch keeps a CPU bf16 kernel per input shape in two caches that nothing frees (1024 each by default). A
     ComfyUI server sees ever new image sizes and prompt lengths: the pack bounds both when it loads."""
-    from grounded_sam.kernel_caches import (
+    from grounded_sam.runtime.kernel_caches import (
         KERNEL_CACHE_ENTRIES,
         KERNEL_CACHE_VARIABLES,
         THREAD_KERNEL_CACHE_ENTRIES,
@@ -321,7 +321,7 @@ def test_the_server_thread_s_own_kernel_cache_stays_a_handful():
     """ideep keeps its kernels per thread, in front of oneDNN's process-wide cache, and ComfyUI runs every prompt
     on one thread that lives as long as the server. Measured apart from oneDNN's (turned off, as a user may), it
     keeps what 400 shapes built with torch's size, and a handful with the pack's."""
-    from grounded_sam.kernel_caches import KERNEL_CACHE_VARIABLES
+    from grounded_sam.runtime.kernel_caches import KERNEL_CACHE_VARIABLES
 
     env = {**{k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_VARIABLES}, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
     unbounded, bounded = kernels_kept("torch alone", 400, env), kernels_kept("pack", 400, env)
@@ -332,7 +332,7 @@ def test_the_server_thread_s_own_kernel_cache_stays_a_handful():
 
 HOLES_IN_THE_HEAP = """
 import torch
-from grounded_sam.freed_memory import trim_freed_heap
+from grounded_sam.runtime.freed_memory import trim_freed_heap
 def anon_mib():
     return int(open("/proc/self/status").read().split("RssAnon:")[1].split()[0]) / 1024
 blocks = [torch.ones(16 * 1024) for _ in range(2048)]  # 64 KiB each, below glibc's mmap threshold: in its heap
@@ -349,7 +349,7 @@ def test_trimming_hands_back_the_pages_freed_between_live_tensors():
     import subprocess
     import sys
 
-    from grounded_sam import freed_memory
+    from grounded_sam.runtime import freed_memory
 
     if freed_memory._TRIM is None:
         pytest.skip("the C library is not glibc: there is no heap to trim")
@@ -362,7 +362,7 @@ def test_trimming_hands_back_the_pages_freed_between_live_tensors():
 def test_segmenting_on_a_cpu_hands_back_each_frame_s_freed_heap(detector, segmenter, bus, monkeypatch):
     """A server segments prompt after prompt; on a CPU each frame's freed tensors stay in glibc's heap unless it is
     trimmed, so the pipeline trims after every frame, before the frame is reported done, as the tracker does."""
-    from grounded_sam import freed_memory
+    from grounded_sam.runtime import freed_memory
 
     frames = torch.stack([bus, bus.flip(1), bus])  # three [H, W, C] frames
     progress: list[int] = []  # hundredths of a frame

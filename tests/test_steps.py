@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from grounded_sam import DetectionSettings, GroundedSam, ModelFileError, RunHooks, load_grounding_dino, load_sam
-from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME, repeated_layers
+from grounded_sam.runtime.run_hooks import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME, repeated_layers
 
 
 class Stop(Exception):

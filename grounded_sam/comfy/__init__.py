@@ -4,6 +4,6 @@ A ComfyUI server runs for days on whatever image sizes and prompts it is given, 
 caches are bounded here, when ComfyUI loads the pack and before any model runs (``kernel_caches``).
 """
 
-from ..kernel_caches import bound_kernel_caches
+from ..runtime.kernel_caches import bound_kernel_caches
 
 bound_kernel_caches()

@@ -29,7 +29,7 @@ from ..model_files import (
     models_on_disk,
     searched_folders,
 )
-from ..placement import ModelPlacement
+from ..runtime.placement import ModelPlacement
 
 
 def _comfy(name: str) -> ModuleType | None:

@@ -17,10 +17,10 @@ from ..errors import InputError
 from ..images import to_uint8_frames
 from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..records import Detections
+from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from ..sam3.detector import Sam3Detector
 from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
-from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter
 from .objects import DETECTIONS, as_segmenter, segmented
 from .segs import combined_mask, to_segs

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..freed_memory import release_freed_memory
+from ..runtime.freed_memory import release_freed_memory
 
 Model = TypeVar("Model")
 

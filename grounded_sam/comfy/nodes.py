@@ -15,11 +15,11 @@ from ..model_files import DINO_FOLDER, SAM_FOLDER, resolve_model
 from ..picking import RANKINGS, pick_indices
 from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..preview import draw_preview
+from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from ..sam.segmenter import SamSegmenter
 from ..sam3.detector import Sam3Detector
 from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
-from ..steps import STEPS_PER_FRAME, RunHooks
 from . import adapter
 from .impact_nodes import NODE_CLASS_MAPPINGS as IMPACT_NODES
 from .loaded import shared_model

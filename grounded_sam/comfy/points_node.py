@@ -12,7 +12,7 @@ from ..click_prompts import segment_clicks
 from ..clicks import Clicks, points_from_json
 from ..errors import InputError
 from ..images import to_uint8_frames
-from ..steps import STEPS_PER_FRAME, RunHooks
+from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from . import adapter
 from .objects import BOUNDING_BOX, DETECTIONS, SegmentedObjects, as_segmenter
 

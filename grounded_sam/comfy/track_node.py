@@ -11,9 +11,9 @@ from ..dino.detector import GroundingDinoDetector
 from ..errors import InputError
 from ..images import to_uint8_frames
 from ..pipeline import PRECISION_CHOICES, GroundedSam
+from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from ..sam3.detector import Sam3Detector
 from ..settings import DetectionSettings
-from ..steps import STEPS_PER_FRAME, RunHooks
 from ..video.frames import Frames, open_video
 from . import adapter
 from .objects import BOUNDING_BOX, DETECTIONS, SegmentedObjects, as_segmenter

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..forward_swap import replace_forward
+from ..runtime.forward_swap import replace_forward
 
 # Zero rows and columns around each level's map: one before it, two after it (a location
 # clamped to the map's far edge has its upper corner one further out).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..forward_swap import replace_forward
+from ..runtime.forward_swap import replace_forward
 
 # Tokens per block: a 16 MB intermediate in float32 for 2048 channels. (SAM ViT-B's MLP, 4,096
 # tokens to 3,072 channels, gained 12 % alone in float32 but nothing measurable inside the

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..forward_swap import replace_forward
+from ..runtime.forward_swap import replace_forward
 
 
 def folded_fusion_forward(

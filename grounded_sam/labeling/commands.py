@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..steps import RunHooks
+    from ..runtime.run_hooks import RunHooks
 
 
 def add_label_arguments(parser: argparse.ArgumentParser, model_arguments) -> None:  # noqa: ANN001 - cli's helper
@@ -47,7 +47,7 @@ class _BarProgress:
         self.bar = None
 
     def start(self, todo: int) -> None:
-        from ..progress import ImagesBar
+        from ..runtime.terminal_bar import ImagesBar
 
         self.bar = ImagesBar(todo, enabled=self.enabled)
 
@@ -65,7 +65,7 @@ class _BarProgress:
 
 
 def run_label(args: argparse.Namespace, find_models) -> int:  # noqa: ANN001 - cli's model finder
-    from ..devices import resolve_device
+    from ..runtime.devices import resolve_device
     from ..settings import DetectionSettings
     from .jobs import LabelTask
     from .runner import label_dataset

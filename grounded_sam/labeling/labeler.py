@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import GroundedSamError
 from ..images import load_image_file
 from ..pipeline import GroundedSam
-from ..steps import RunHooks
+from ..runtime.run_hooks import RunHooks
 from .annotations import error_record, image_record
 from .jobs import LabelTask
 from .sources import ImageItem

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..runtime.run_hooks import RunHooks
 from ..settings import DetectionSettings
-from ..steps import RunHooks
 from .export import write_coco, write_yolo
 from .jobs import LabelTask
 from .sources import ImageItem, list_images, parse_shard, take_shard
@@ -88,7 +88,7 @@ def label_dataset(
     ``ray="auto"`` or an address runs the images on a Ray cluster. ``dino``/``sam`` are model
     files or folders. Re-running the same job in the same ``out`` skips what is done.
     """
-    from ..devices import choose_precision, resolve_device
+    from ..runtime.devices import choose_precision, resolve_device
 
     require("pycocotools", "label", "labelling (COCO masks)")
     if yolo:
@@ -98,7 +98,7 @@ def label_dataset(
     progress = progress or Progress()
     task = LabelTask(str(dino), str(sam), prompt, exclude, settings or DetectionSettings(), precision)
     resolved = resolve_device(device)
-    from ..devices import accelerators
+    from ..runtime.devices import accelerators
 
     effective = choose_precision(precision, resolved.type, accelerators())
     items = list_images([sources] if isinstance(sources, (str, Path)) else list(sources))

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..checkpoints import load_complete_folder
-from ..devices import resolve_device
 from ..errors import ModelFileError
-from ..placement import ModelPlacement
-from ..steps import repeated_layers
+from ..runtime.devices import resolve_device
+from ..runtime.placement import ModelPlacement
+from ..runtime.run_hooks import repeated_layers
 from .trimap import FOREGROUND, UNKNOWN
 
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import SamHQModel, SamModel
 
-from ..caching import LruCache, result_key
 from ..clicks import Clicks
 from ..errors import InputError
-from ..placement import ModelPlacement
+from ..runtime.caching import LruCache, result_key
+from ..runtime.placement import ModelPlacement
 from .box_decoder import decode_boxes
 from .hq_decoder import hq_low_res_masks
 from .tiny_vit import TinyViTEncoder

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..forward_swap import replace_forward
+from ..runtime.forward_swap import replace_forward
 
 # Bias floats per band: 48M (192 MB in float32) is 15 image rows of a ViT-B global block,
 # 11 of ViT-H's; the stock forward holds the whole 800 MB bias, so this still bounds memory.

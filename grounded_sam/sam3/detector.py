@@ -16,10 +16,10 @@ from torchvision.transforms.v2 import functional as TF
 from transformers import PreTrainedTokenizerBase, Sam3Model, Sam3TrackerModel, Sam3TrackerVideoModel
 
 from ..box_selection import select_boxes
-from ..caching import LruCache, result_key
-from ..placement import ModelPlacement
 from ..prompts import Prompt
 from ..records import Detections
+from ..runtime.caching import LruCache, result_key
+from ..runtime.placement import ModelPlacement
 from ..settings import DetectionSettings
 
 # Vision features of recent frames (~150 MB each at 1008x1008: four FPN levels of 256 channels).

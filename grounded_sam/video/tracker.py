@@ -44,17 +44,17 @@ import numpy as np
 import torch
 
 from ..detection_step import autocast_for, find_kept_and_excluded
-from ..devices import frees_into_host_heap
 from ..errors import InputError
-from ..freed_memory import trim_freed_heap
 from ..prompts import Prompt
 from ..records import LABEL_SEPARATOR, Detections
+from ..runtime.devices import frees_into_host_heap
+from ..runtime.freed_memory import trim_freed_heap
+from ..runtime.run_hooks import FrameSteps, RunHooks
 from ..sam.edgetam_convert import NAME as EDGETAM
 from ..sam.sam2_segmenter import Sam2Segmenter
 from ..sam3_segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
 from ..stages import Detector
-from ..steps import FrameSteps, RunHooks
 from .frames import open_frames
 from .identities import Identities
 from .propagation import Propagation

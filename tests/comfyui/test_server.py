@@ -32,7 +32,7 @@ from conftest import (
 from PIL import Image
 
 from grounded_sam.images import to_uint8_frames
-from grounded_sam.steps import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME
+from grounded_sam.runtime.run_hooks import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME
 
 pytestmark = pytest.mark.comfyui
 

@@ -95,7 +95,7 @@ def library_in_this_process(models: Path, pngs: dict[str, Path], out: Path) -> N
 
     import grounded_sam.comfy  # noqa: F401  (bounds torch's kernel caches, as when ComfyUI loads the pack)
     from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam
-    from grounded_sam.freed_memory import release_freed_memory
+    from grounded_sam.runtime.freed_memory import release_freed_memory
 
     def anon_after_release() -> float:
         gc.collect()

@@ -28,7 +28,7 @@ from test_server import (
 
 from grounded_sam.images import to_uint8_frames
 from grounded_sam.preview import draw_preview
-from grounded_sam.steps import STEPS_PER_FRAME
+from grounded_sam.runtime.run_hooks import STEPS_PER_FRAME
 
 pytestmark = pytest.mark.comfyui
 
@@ -269,7 +269,7 @@ def test_track_progress_moves_per_frame_and_cancel_stops_it(server, clip_file, t
 def test_track_cancel_stops_it_while_a_later_frame_is_detecting(server, clip_file, track_case):
     """Frame 2 is a detection frame: the bar moves through its detection, layer by layer, and an interrupt
     there stops the node within 2 s, before frame 2 is segmented (detection once ran deaf to both)."""
-    from grounded_sam.steps import DETECTION_SHARE
+    from grounded_sam.runtime.run_hooks import DETECTION_SHARE
 
     # a prompt this server has not run on these frames: the detector's prediction cache cannot answer for it
     g, track = video_track_graph(server, clip_file, 0.0, EVERY, prompt="bird . grass")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import CancelledError
+from ..errors import CancelledError
 
 # Progress is reported in hundredths of a frame: (done, total) with total = 100 x frames.
 STEPS_PER_FRAME = 100

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .steps import STEPS_PER_FRAME, RunHooks
+from .run_hooks import STEPS_PER_FRAME, RunHooks
 
 
 class ImagesBar:
