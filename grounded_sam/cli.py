@@ -24,7 +24,7 @@ from .labeling.commands import (
     run_label,
     run_merge,
 )
-from .model_files import DINO_FOLDER, MODELS_DIR_ENV, SAM_FOLDER, default_models_dir
+from .model_files.folders import DINO_FOLDER, MODELS_DIR_ENV, SAM_FOLDER, default_models_dir
 from .runtime.devices import DEVICE_CHOICES_HELP, PRECISION_CHOICES
 from .runtime.kernel_caches import bound_kernel_caches
 
@@ -171,7 +171,7 @@ class _DownloadBar:
 
 def _find_models(args: argparse.Namespace) -> tuple[Path, Path]:
     """Both model paths; every model that is missing (and cannot be fetched) is reported in one error."""
-    from .model_files import is_known, resolve_model, searched_folders
+    from .model_files.folders import is_known, resolve_model, searched_folders
 
     wanted = {"Grounding DINO (--dino)": (args.dino, DINO_FOLDER), "SAM (--sam)": (args.sam, SAM_FOLDER)}
     dirs = {folder: [args.models_dir / name for name in searched_folders(folder)] for _, folder in wanted.values()}
@@ -196,7 +196,7 @@ def _find_models(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def _find_vitmatte(args: argparse.Namespace) -> Path:
-    from .model_files import VITMATTE_FOLDER, resolve_model
+    from .model_files.folders import VITMATTE_FOLDER, resolve_model
 
     with _DownloadBar(str(args.vitmatte)):
         return resolve_model(args.vitmatte, VITMATTE_FOLDER, [args.models_dir / VITMATTE_FOLDER], allow_download=not args.no_download)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import read_state_dict
 from .dino.convert import is_original_grounding_dino
+from .model_files.checkpoints import read_state_dict
 from .sam.sam2_convert import is_meta_sam2
 from .sam3.convert import is_meta_sam3
 

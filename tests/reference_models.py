@@ -257,7 +257,7 @@ def sam2_video_at_size(video, size: int):
     override ``++model.image_size``. Memory attention costs the square of the tokens, so a test at
     512 runs about 7x faster and checks the same maths (one full-size case stays).
     """
-    from grounded_sam.checkpoints import without_initial_values
+    from grounded_sam.model_files.checkpoints import without_initial_values
 
     config = copy.deepcopy(video.config)
     grid = size // 16  # the coarsest feature map: one token per 16 pixels

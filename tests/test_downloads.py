@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from grounded_sam.downloads import download
 from grounded_sam.errors import ModelFileError, ModelNotFoundError
-from grounded_sam.model_files import resolve_model
-from grounded_sam.model_registry import KNOWN_MODELS, KnownModel
+from grounded_sam.model_files.downloads import download
+from grounded_sam.model_files.folders import resolve_model
+from grounded_sam.model_files.registry import KNOWN_MODELS, KnownModel
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -15,7 +15,7 @@ from transformers import (
     SwinConfig,
 )
 
-from grounded_sam.checkpoints import without_initial_values
+from grounded_sam.model_files.checkpoints import without_initial_values
 
 
 def small_grounding_dino() -> GroundingDinoForObjectDetection:

@@ -17,7 +17,7 @@ from types import ModuleType
 import torch
 
 from ..errors import InputError
-from ..model_files import (
+from ..model_files.folders import (
     DINO_FOLDER,
     KNOWN_MODELS,
     KNOWN_REPOS,

@@ -11,7 +11,7 @@ from ..dino.detector import GroundingDinoDetector
 from ..errors import InputError
 from ..images import to_comfy_image, to_uint8_frames
 from ..loaders import load_grounding_dino, load_sam
-from ..model_files import DINO_FOLDER, SAM_FOLDER, resolve_model
+from ..model_files.folders import DINO_FOLDER, SAM_FOLDER, resolve_model
 from ..picking import RANKINGS, pick_indices
 from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..preview import draw_preview

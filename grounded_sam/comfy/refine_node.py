@@ -7,7 +7,7 @@ import torch
 from ..errors import InputError
 from ..images import to_uint8_frames
 from ..matting import RefineSettings, load_vitmatte, refine_alpha
-from ..model_files import VITMATTE_FOLDER, resolve_model
+from ..model_files.folders import VITMATTE_FOLDER, resolve_model
 from . import adapter
 from .loaded import shared_model
 

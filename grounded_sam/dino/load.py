@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection
 
-from ..checkpoints import load_complete_folder, load_exact, without_initial_values
 from ..errors import ModelFileError
+from ..model_files.checkpoints import load_complete_folder, load_exact, without_initial_values
 from .convert import config_from_original, fill_unused_model_tensors, rename_original_keys
 from .detector import GroundingDinoDetector
 from .text import bert_tokenizer

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import load_complete_folder
 from ..errors import ModelFileError
+from ..model_files.checkpoints import load_complete_folder
 from ..runtime.devices import resolve_device
 from ..runtime.placement import ModelPlacement
 from ..runtime.run_hooks import repeated_layers

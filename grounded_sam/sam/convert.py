@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoints import first_rename
 from ..errors import ModelFileError
+from ..model_files.checkpoints import first_rename
 from .tiny_vit import TinyViTConfig
 
 _VIT_PROBE = "image_encoder.blocks.0.attn.qkv.weight"

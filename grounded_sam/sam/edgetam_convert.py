@@ -15,8 +15,8 @@ import torch
 from transformers import EdgeTamConfig, EdgeTamVideoConfig, TimmWrapperConfig
 from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
 
-from ..checkpoints import first_rename
 from ..errors import ModelFileError
+from ..model_files.checkpoints import first_rename
 from ..sam2_names import rename_sam2_keys, rename_sam2_video_keys
 
 NAME = "EdgeTAM"

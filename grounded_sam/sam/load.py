@@ -19,7 +19,7 @@ from transformers import (
 from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
-from ..checkpoints import load_complete_folder, load_exact, require_complete, without_initial_values
+from ..model_files.checkpoints import load_complete_folder, load_exact, require_complete, without_initial_values
 from ..sam2_names import rename_sam2_keys, rename_sam2_video_keys
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .edgetam_convert import NAME as EDGETAM

@@ -24,7 +24,7 @@ from transformers import (
     Sam2VideoModel,
 )
 
-from ..checkpoints import load_exact, require_complete, without_initial_values
+from ..model_files.checkpoints import load_exact, require_complete, without_initial_values
 from .sam2_tracker import Sam2Tracker
 
 

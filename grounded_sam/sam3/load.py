@@ -16,7 +16,13 @@ import torch
 from safetensors import safe_open
 from transformers import Sam3Config, Sam3Model, Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerVideoConfig
 
-from ..checkpoints import load_complete_folder, load_exact, read_state_dict, require_complete, without_initial_values
+from ..model_files.checkpoints import (
+    load_complete_folder,
+    load_exact,
+    read_state_dict,
+    require_complete,
+    without_initial_values,
+)
 from .convert import (
     Sam3Architecture,
     detect_sam3_architecture,

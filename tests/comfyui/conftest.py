@@ -67,7 +67,7 @@ def server_checkpoints(models_dir, sam2_tiny, sam2_video_folder_512, sam3_releas
     """
     from reference_models import REDUCED_SWINT_DINO, bert_folder, meta_sam, original_grounding_dino
 
-    from grounded_sam.model_registry import known_model
+    from grounded_sam.model_files.registry import known_model
 
     work = models_dir / "comfyui"
     work.mkdir(exist_ok=True)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import ModelFileError, ModelNotFoundError
-from .model_registry import KnownModel, KnownRepo
+from ..errors import ModelFileError, ModelNotFoundError
+from .registry import KnownModel, KnownRepo
 
 CHUNK = 1 << 20
 TIMEOUT_SECONDS = 30.0  # per network operation: a dead connection fails instead of hanging

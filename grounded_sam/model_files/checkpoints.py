@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import torch
 
-from .errors import ModelFileError, ModelNotFoundError
+from ..errors import ModelFileError, ModelNotFoundError
 
 Model = TypeVar("Model", bound=torch.nn.Module)
 

@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import ModelNotFoundError
 from .downloads import check_known_size, download, download_repo
-from .errors import ModelNotFoundError
-from .model_registry import (
+from .registry import (
     DINO_FOLDER,
     KNOWN_MODELS,
     KNOWN_REPOS,
