@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import torch
 
-from .exclusion import split_excluded
 from .prompts import Prompt
 from .records import Detections
 from .runtime.run_hooks import FrameSteps, RunHooks
+from .selection.exclusion import split_excluded
 from .settings import DetectionSettings
 from .stages import Detector
 

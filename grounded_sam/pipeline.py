@@ -13,7 +13,6 @@ from .click_prompts import with_clicks
 from .clicks import Clicks
 from .detection_step import AUTOCAST_DTYPES, autocast_for, find_kept_and_excluded
 from .errors import InputError
-from .exclusion import can_cut, cut_decoding_as_needed, cut_out, split_excluded
 from .images import to_uint8_frames
 from .prompts import Prompt
 from .records import Detections
@@ -21,6 +20,7 @@ from .runtime.devices import PRECISION_CHOICES, accelerators, choose_precision, 
 from .runtime.freed_memory import trim_freed_heap
 from .runtime.run_hooks import FrameSteps, RunHooks
 from .sam3_segmenter import Sam3Segmenter
+from .selection.exclusion import can_cut, cut_decoding_as_needed, cut_out, split_excluded
 from .settings import DetectionSettings
 from .stages import Detector, Segmenter
 

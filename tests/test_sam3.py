@@ -11,10 +11,10 @@ from PIL import Image
 from test_sam_parity import assert_same_masks
 
 from grounded_sam import DetectionSettings, GroundedSam, InputError, ModelFileError, load_grounding_dino, load_sam
-from grounded_sam.exclusion import inside_boxes
 from grounded_sam.prompts import Prompt
 from grounded_sam.sam3.detector import Sam3Detector, upscale_masks
 from grounded_sam.sam3_segmenter import Sam3Segmenter
+from grounded_sam.selection.exclusion import inside_boxes
 
 pytest.importorskip("sam3", reason="Meta's sam3 package is the reference (installed by scripts/install-test-deps.sh)")
 pytestmark = pytest.mark.parity

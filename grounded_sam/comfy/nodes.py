@@ -12,13 +12,13 @@ from ..errors import InputError
 from ..images import to_comfy_image, to_uint8_frames
 from ..loaders import load_grounding_dino, load_sam
 from ..model_files.folders import DINO_FOLDER, SAM_FOLDER, resolve_model
-from ..picking import RANKINGS, pick_indices
 from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..preview import draw_preview
 from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from ..sam.segmenter import SamSegmenter
 from ..sam3.detector import Sam3Detector
 from ..sam3_segmenter import Sam3Segmenter
+from ..selection.picking import RANKINGS, pick_indices
 from ..settings import DetectionSettings
 from . import adapter
 from .impact_nodes import NODE_CLASS_MAPPINGS as IMPACT_NODES

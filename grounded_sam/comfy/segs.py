@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..exclusion import inside_boxes
 from ..records import Detections
+from ..selection.exclusion import inside_boxes
 
 SEG = namedtuple(
     "SEG", ["cropped_image", "cropped_mask", "confidence", "crop_region", "bbox", "label", "control_net_wrapper"], defaults=[None]

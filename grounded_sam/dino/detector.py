@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from transformers import BertTokenizer, GroundingDinoForObjectDetection
 
-from ..box_selection import select_boxes
 from ..prompts import Prompt
 from ..records import Detections
 from ..runtime.caching import BackboneCache, LruCache, result_key
 from ..runtime.placement import ModelPlacement
+from ..selection.boxes import select_boxes
 from ..settings import DetectionSettings
 from .deformable import use_gathered_deformable_attention
 from .feed_forward import use_blocked_feed_forward

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 from transformers import PreTrainedTokenizerBase, Sam3Model, Sam3TrackerModel, Sam3TrackerVideoModel
 
-from ..box_selection import select_boxes
 from ..prompts import Prompt
 from ..records import Detections
 from ..runtime.caching import LruCache, result_key
 from ..runtime.placement import ModelPlacement
+from ..selection.boxes import select_boxes
 from ..settings import DetectionSettings
 
 # Vision features of recent frames (~150 MB each at 1008x1008: four FPN levels of 256 channels).

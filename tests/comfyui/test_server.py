@@ -535,7 +535,7 @@ def test_exclude_cuts_the_excluded_objects_out(server, library, exclusion_case):
 
 
 def test_pick_objects_by_area(server, main_case):
-    from grounded_sam.picking import pick_objects
+    from grounded_sam.selection.picking import pick_objects
 
     expected = pick_objects(main_case["expected"], top_k=2, rank_by="area")
     g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"])
@@ -562,7 +562,7 @@ def test_pick_objects_by_area(server, main_case):
 def test_pick_objects_on_two_frames(server, library, input_pngs):
     """PickObjects' merged mask for a batch: every frame its own picked objects (the second frame's used to be empty)."""
     from grounded_sam import DetectionSettings
-    from grounded_sam.picking import pick_objects
+    from grounded_sam.selection.picking import pick_objects
 
     first, second = input_pngs["picture1"], input_pngs["picture2"]
     threshold = min(threshold_for(library, png, PROMPT, 3) for png in (first, second))  # at least three boxes in each frame

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import torch
 
-from .prompts import Prompt
-from .records import Detections
+from ..prompts import Prompt
+from ..records import Detections
 
 # Excluded masks made (and held at full size) per group before the kept pixels left are checked again.
 CUT_GROUP = 8

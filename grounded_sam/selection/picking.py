@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError
-from .records import Detections
+from ..errors import InputError
+from ..records import Detections
 
 RANKINGS = ("score", "area")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou, nms
 
-from .settings import DetectionSettings
+from ..settings import DetectionSettings
 
 # A kept box overlapping an excluded one this much is the same object: dropped.
 SAME_OBJECT_IOU = 0.9
