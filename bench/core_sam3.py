@@ -32,7 +32,7 @@ from client import ComfyServer  # noqa: E402
 from conftest import COMFYUI_DIR, SHARED_IMAGES, install_pack  # noqa: E402
 from reference_models import calibrate_sam3, meta_sam3, meta_sam3_on_cpu, save_sam3_release  # noqa: E402
 
-from grounded_sam.images import load_image_file  # noqa: E402
+from grounded_sam.media.images import load_image_file  # noqa: E402
 
 VERSION = "0.33.0"
 FILE = "gs_sam3_full_random.pt"

@@ -25,10 +25,10 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from matting_scenes import scene  # noqa: E402
 
-from grounded_sam.images import load_image_file  # noqa: E402
 from grounded_sam.matting import RefineSettings, refine_alpha  # noqa: E402
 from grounded_sam.matting.metrics import connectivity_error, gradient_error, mse, sad  # noqa: E402
 from grounded_sam.matting.trimap import UNKNOWN, make_trimap  # noqa: E402
+from grounded_sam.media.images import load_image_file  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "images"
 METHODS = ("none", "guided_filter", "closed_form")

@@ -35,7 +35,7 @@ from reference_models import bert_folder, original_grounding_dino, perturb, save
 
 from grounded_sam import DetectionSettings, GroundedSam, load_grounding_dino, load_sam  # noqa: E402
 from grounded_sam.clicks import Clicks  # noqa: E402
-from grounded_sam.images import to_uint8_frames  # noqa: E402
+from grounded_sam.media.images import to_uint8_frames  # noqa: E402
 from grounded_sam.prompts import Prompt  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

@@ -237,8 +237,8 @@ def _check_output_folder(out: Path) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .inputs import expand_images
-    from .outputs import SegmentReport
+    from .media.inputs import expand_images
+    from .media.outputs import SegmentReport
     from .prompts import Prompt
     from .runtime.devices import resolve_device
     from .runtime.terminal_bar import ImagesBar
@@ -268,7 +268,7 @@ def run_segment(args: argparse.Namespace) -> int:
     dino_path, sam_path = _find_models(args)
     vitmatte_path = _find_vitmatte(args) if refine is not None and refine.method == "vitmatte" else None
 
-    from .images import load_image_file
+    from .media.images import load_image_file
     from .pipeline import GroundedSam
 
     detector, segmenter = _load_models(dino_path, sam_path, str(device))

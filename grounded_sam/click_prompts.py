@@ -17,7 +17,7 @@ import torch
 
 from .clicks import Clicks, owners
 from .errors import InputError
-from .images import to_uint8_frames
+from .media.images import to_uint8_frames
 from .records import Detections
 from .runtime.run_hooks import FrameSteps, RunHooks
 from .stages import Segmenter

@@ -13,7 +13,7 @@ from .click_prompts import with_clicks
 from .clicks import Clicks
 from .detection_step import AUTOCAST_DTYPES, autocast_for, find_kept_and_excluded
 from .errors import InputError
-from .images import to_uint8_frames
+from .media.images import to_uint8_frames
 from .prompts import Prompt
 from .records import Detections
 from .runtime.devices import PRECISION_CHOICES, accelerators, choose_precision, frees_into_host_heap, resolve_device

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from grounded_sam.images import load_image_file
-from grounded_sam.preview import draw_preview
+from grounded_sam.media.images import load_image_file
+from grounded_sam.media.preview import draw_preview
 from grounded_sam.records import Detections
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grounded_sam.images import load_image_file
+from grounded_sam.media.images import load_image_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 torch.set_num_threads(max(1, os.cpu_count() or 1))

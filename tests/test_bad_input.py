@@ -17,7 +17,7 @@ from grounded_sam import (
     load_sam,
 )
 from grounded_sam.dino.text import MAX_TEXT_TOKENS, bert_tokenizer, caption_from_prompt, tokenize
-from grounded_sam.images import to_uint8_frames
+from grounded_sam.media.images import to_uint8_frames
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])

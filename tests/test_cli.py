@@ -15,10 +15,10 @@ from scenes import PROMPT, top_score
 import grounded_sam
 from grounded_sam import Detections, DetectionSettings, GroundedSam
 from grounded_sam.cli import REFINE_CHOICES, build_parser, main
-from grounded_sam.images import load_image_file
-from grounded_sam.inputs import output_stems
-from grounded_sam.outputs import SegmentReport
-from grounded_sam.preview import draw_preview
+from grounded_sam.media.images import load_image_file
+from grounded_sam.media.inputs import output_stems
+from grounded_sam.media.outputs import SegmentReport
+from grounded_sam.media.preview import draw_preview
 
 
 def test_segment_writes_masks_and_json(tmp_path, detector, segmenter, dino_checkpoint, sam_checkpoint, bus):

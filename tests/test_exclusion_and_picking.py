@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grounded_sam import Detections, DetectionSettings, GroundedSam, InputError, exclusion
+from grounded_sam import Detections, DetectionSettings, GroundedSam, InputError
 from grounded_sam.dino.text import caption_from_prompt, tokenize
 from grounded_sam.prompts import Prompt
 from grounded_sam.runtime.caching import result_key
+from grounded_sam.selection import exclusion
 from grounded_sam.selection.boxes import SAME_OBJECT_IOU, select_boxes
 from grounded_sam.selection.exclusion import can_cut, cut_decoding_as_needed, cut_out, inside_boxes, split_excluded
 from grounded_sam.selection.picking import label_matches, pick_objects

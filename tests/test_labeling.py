@@ -20,9 +20,9 @@ from scenes import PROMPT, top_score
 
 from grounded_sam import DetectionSettings, GroundedSam, evaluate, label_dataset
 from grounded_sam.cli import main
-from grounded_sam.images import load_image_file
 from grounded_sam.labeling.annotations import decode_mask
 from grounded_sam.labeling.sources import list_images, take_shard
+from grounded_sam.media.images import load_image_file
 
 CATEGORIES = ["person", "tie"]
 

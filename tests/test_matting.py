@@ -14,10 +14,10 @@ from matting_scenes import scene
 from PIL import Image
 
 from grounded_sam import CancelledError, InputError
-from grounded_sam.images import load_image_file
 from grounded_sam.matting import RefineSettings, estimate_foreground, load_vitmatte, refine_alpha
 from grounded_sam.matting.metrics import connectivity_error, gradient_error, mse, sad
 from grounded_sam.matting.trimap import FOREGROUND, UNKNOWN, make_trimap
+from grounded_sam.media.images import load_image_file
 
 BACKGROUNDS = ("bus", "zidane", "picture1", "picture4")
 BAND = {"detail_erode": 12.0, "detail_dilate": 24.0}

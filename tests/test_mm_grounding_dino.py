@@ -13,7 +13,7 @@ from torchvision.ops import nms
 
 from grounded_sam import DetectionSettings, GroundedSam, ModelFileError, load_grounding_dino, load_sam
 from grounded_sam.cli import main
-from grounded_sam.images import load_image_file
+from grounded_sam.media.images import load_image_file
 
 pytestmark = pytest.mark.parity
 

@@ -231,7 +231,7 @@ def test_preview_and_pick_nodes_on_packed_objects():
     from test_preview import two_objects
 
     from grounded_sam.comfy.nodes import SegmentedObjects
-    from grounded_sam.preview import draw_preview
+    from grounded_sam.media.preview import draw_preview
 
     found = two_objects()
     objects = SegmentedObjects.of(found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from grounded_sam.preview import MASK_ALPHA, draw_preview, draw_previews, object_colour
+from grounded_sam.media.preview import MASK_ALPHA, draw_preview, draw_previews, object_colour
 from grounded_sam.records import Detections
 
 

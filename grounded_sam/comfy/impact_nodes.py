@@ -14,7 +14,7 @@ import torch
 
 from ..dino.detector import GroundingDinoDetector
 from ..errors import InputError
-from ..images import to_uint8_frames
+from ..media.images import to_uint8_frames
 from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..records import Detections
 from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks

@@ -9,11 +9,11 @@ import torch
 
 from ..dino.detector import GroundingDinoDetector
 from ..errors import InputError
-from ..images import to_comfy_image, to_uint8_frames
 from ..loaders import load_grounding_dino, load_sam
+from ..media.images import to_comfy_image, to_uint8_frames
+from ..media.preview import draw_preview
 from ..model_files.folders import DINO_FOLDER, SAM_FOLDER, resolve_model
 from ..pipeline import PRECISION_CHOICES, GroundedSam
-from ..preview import draw_preview
 from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from ..sam.segmenter import SamSegmenter
 from ..sam3.detector import Sam3Detector

@@ -11,7 +11,7 @@ import torch
 from ..click_prompts import segment_clicks
 from ..clicks import Clicks, points_from_json
 from ..errors import InputError
-from ..images import to_uint8_frames
+from ..media.images import to_uint8_frames
 from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from . import adapter
 from .objects import BOUNDING_BOX, DETECTIONS, SegmentedObjects, as_segmenter

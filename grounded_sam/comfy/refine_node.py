@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ..images import to_uint8_frames
 from ..matting import RefineSettings, load_vitmatte, refine_alpha
+from ..media.images import to_uint8_frames
 from ..model_files.folders import VITMATTE_FOLDER, resolve_model
 from . import adapter
 from .loaded import shared_model

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import GroundedSamError
-from ..images import load_image_file
+from ..media.images import load_image_file
 from ..pipeline import GroundedSam
 from ..runtime.run_hooks import RunHooks
 from .annotations import error_record, image_record

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..inputs import IMAGE_SUFFIXES
+from ..media.inputs import IMAGE_SUFFIXES
 
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
 

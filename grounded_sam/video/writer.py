@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from ..outputs import JsonListFile
-from ..preview import draw_preview
+from ..media.outputs import JsonListFile
+from ..media.preview import draw_preview
 from ..records import Detections
 
 MASK_FORMATS = ("none", "png", "video")

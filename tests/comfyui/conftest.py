@@ -146,14 +146,14 @@ class Library:
     def box_count(self, png: Path, prompt: str) -> int:
         """How many boxes thresholds of 0 keep (after NMS)."""
         from grounded_sam import DetectionSettings
-        from grounded_sam.images import to_uint8_frames
+        from grounded_sam.media.images import to_uint8_frames
 
         return len(self.pipeline.detector.detect(to_uint8_frames(comfy_image(png))[0], prompt, DetectionSettings(0.0, 0.0)))
 
     def phrases_in_top(self, png: Path, prompt: str) -> list[int]:
         """The prompt phrase of every query, best score first (no threshold, no NMS)."""
         from grounded_sam import DetectionSettings
-        from grounded_sam.images import to_uint8_frames
+        from grounded_sam.media.images import to_uint8_frames
 
         frame = to_uint8_frames(comfy_image(png))[0]
         return self.pipeline.detector.detect(frame, prompt, DetectionSettings(0.0, 0.0, nms_iou=None)).phrase_index.tolist()
@@ -161,7 +161,7 @@ class Library:
     def scores(self, png: Path, prompt: str) -> torch.Tensor:
         """Every query's score, best first (no threshold, no NMS)."""
         from grounded_sam import DetectionSettings
-        from grounded_sam.images import to_uint8_frames
+        from grounded_sam.media.images import to_uint8_frames
 
         frame = to_uint8_frames(comfy_image(png))[0]
         return self.pipeline.detector.detect(frame, prompt, DetectionSettings(0.0, 0.0, nms_iou=None)).scores

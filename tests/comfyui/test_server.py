@@ -31,7 +31,7 @@ from conftest import (
 )
 from PIL import Image
 
-from grounded_sam.images import to_uint8_frames
+from grounded_sam.media.images import to_uint8_frames
 from grounded_sam.runtime.run_hooks import DETECTION_SHARE, ENCODER_COST_IN_BOXES, STEPS_PER_FRAME
 
 pytestmark = pytest.mark.comfyui
@@ -459,8 +459,8 @@ def test_many_objects_cost_little_memory_when_unused(server, main_case):
 
 def test_preview_node_draws_the_objects(server, main_case):
     """segment -> PreviewDetections(image, detections) -> SaveImage: the library's picture of the same objects."""
-    from grounded_sam.images import load_image_file
-    from grounded_sam.preview import draw_preview
+    from grounded_sam.media.images import load_image_file
+    from grounded_sam.media.preview import draw_preview
 
     g, ids = segment_graph(["bus.png"], PROMPT, main_case["threshold"])
     load = g.nodes[ids["segment"]]["inputs"]["image"]

@@ -26,8 +26,8 @@ from test_server import (
     threshold_in_widest_gap,
 )
 
-from grounded_sam.images import to_uint8_frames
-from grounded_sam.preview import draw_preview
+from grounded_sam.media.images import to_uint8_frames
+from grounded_sam.media.preview import draw_preview
 from grounded_sam.runtime.run_hooks import STEPS_PER_FRAME
 
 pytestmark = pytest.mark.comfyui

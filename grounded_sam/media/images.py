@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InputError
+from ..errors import InputError
 
 _CHANNELS_HELP = "expected an IMAGE shaped [B, H, W, C] (channels last) with C = 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA)"
 

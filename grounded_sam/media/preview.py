@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .records import Detections
+from ..records import Detections
 
 MASK_ALPHA = 0.45
 GOLDEN_RATIO = 0.618033988749895

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..records import Detections
 from .preview import draw_preview
-from .records import Detections
 
 REPORT_NAME = "detections.json"
 
@@ -100,7 +100,7 @@ class SegmentReport:
         matte = self._matte(frame, merged)
         write_mask(merged if matte is None else matte.alpha, self.out / mask_file)
         if self.cutout and frame is not None:
-            from .matting import estimate_foreground
+            from ..matting import estimate_foreground
 
             alpha = merged.astype(np.float32) if matte is None else matte.alpha
             colours = estimate_foreground(frame.numpy(), alpha) if matte is None else matte.foreground
