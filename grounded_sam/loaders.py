@@ -19,7 +19,7 @@ from .sam.load import segmenter_from_folder, segmenter_from_state
 from .sam.segmenter import SamSegmenter
 from .sam3.detector import Sam3Detector
 from .sam3.load import load_sam3, loaded_sam3
-from .sam3_segmenter import Sam3Segmenter
+from .sam3.segmenter import Sam3Segmenter
 
 
 def load_grounding_dino(path: str | Path, device: str | torch.device = "auto") -> GroundingDinoDetector | Sam3Detector:

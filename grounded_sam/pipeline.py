@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .click_prompts import with_clicks
+from .click_refinement import with_clicks
 from .clicks import Clicks
 from .detection_step import AUTOCAST_DTYPES, autocast_for, find_kept_and_excluded
 from .errors import InputError
@@ -19,7 +19,7 @@ from .records import Detections
 from .runtime.devices import PRECISION_CHOICES, accelerators, choose_precision, frees_into_host_heap, resolve_device
 from .runtime.freed_memory import trim_freed_heap
 from .runtime.run_hooks import FrameSteps, RunHooks
-from .sam3_segmenter import Sam3Segmenter
+from .sam3.segmenter import Sam3Segmenter
 from .selection.exclusion import can_cut, cut_decoding_as_needed, cut_out, split_excluded
 from .settings import DetectionSettings
 from .stages import Detector, Segmenter

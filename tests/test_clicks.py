@@ -186,7 +186,7 @@ def clicked_case(detector, segmenter, bus):
 def test_clicks_refine_their_object_and_make_one_of_their_own(clicked_case, segmenter, bus):
     from scenes import PROMPT
 
-    from grounded_sam.click_prompts import CLICKED
+    from grounded_sam.click_refinement import CLICKED
 
     pipeline, settings, plain, inside, loose = clicked_case
     clicks = Clicks.of([inside, loose], [])
@@ -206,7 +206,7 @@ def test_clicks_refine_their_object_and_make_one_of_their_own(clicked_case, segm
 
 
 def test_clicks_alone_and_on_boxes(segmenter, bus, clicked_case):
-    from grounded_sam.click_prompts import segment_clicks
+    from grounded_sam.click_refinement import segment_clicks
 
     _, _, plain, inside, loose = clicked_case
     embedding = segmenter.embed(bus)

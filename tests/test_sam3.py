@@ -13,7 +13,7 @@ from test_sam_parity import assert_same_masks
 from grounded_sam import DetectionSettings, GroundedSam, InputError, ModelFileError, load_grounding_dino, load_sam
 from grounded_sam.prompts import Prompt
 from grounded_sam.sam3.detector import Sam3Detector, upscale_masks
-from grounded_sam.sam3_segmenter import Sam3Segmenter
+from grounded_sam.sam3.segmenter import Sam3Segmenter
 from grounded_sam.selection.exclusion import inside_boxes
 
 pytest.importorskip("sam3", reason="Meta's sam3 package is the reference (installed by scripts/install-test-deps.sh)")
@@ -190,7 +190,7 @@ def test_box_path_matches_meta(release, sam3, bus):
     embedding = segmenter.embed(bus)
     ours = segmenter.masks_for_boxes(embedding, BOXES)
     assert_same_masks(ours, expected.bool())
-    with mock.patch("grounded_sam.sam3_segmenter.fill_small_holes", lambda logits: logits):
+    with mock.patch("grounded_sam.sam3.segmenter.fill_small_holes", lambda logits: logits):
         unfilled = segmenter.masks_for_boxes(embedding, BOXES)
     assert (unfilled != expected.bool()).any(dim=(1, 2)).sum() >= 2
 

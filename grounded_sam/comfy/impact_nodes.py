@@ -19,7 +19,7 @@ from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..records import Detections
 from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from ..sam3.detector import Sam3Detector
-from ..sam3_segmenter import Sam3Segmenter
+from ..sam3.segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
 from . import adapter
 from .objects import DETECTIONS, as_segmenter, segmented

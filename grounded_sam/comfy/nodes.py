@@ -17,7 +17,7 @@ from ..pipeline import PRECISION_CHOICES, GroundedSam
 from ..runtime.run_hooks import STEPS_PER_FRAME, RunHooks
 from ..sam.segmenter import SamSegmenter
 from ..sam3.detector import Sam3Detector
-from ..sam3_segmenter import Sam3Segmenter
+from ..sam3.segmenter import Sam3Segmenter
 from ..selection.picking import RANKINGS, pick_indices
 from ..settings import DetectionSettings
 from . import adapter

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..records import Detections, PackedMasks
 from ..sam.load import segmenter_from_meta_module
 from ..sam.segmenter import SamSegmenter
-from ..sam3_segmenter import Sam3Segmenter
+from ..sam3.segmenter import Sam3Segmenter
 
 
 def as_segmenter(sam_model) -> SamSegmenter | Sam3Segmenter:

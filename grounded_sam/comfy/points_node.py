@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..click_prompts import segment_clicks
+from ..click_refinement import segment_clicks
 from ..clicks import Clicks, points_from_json
 from ..errors import InputError
 from ..media.images import to_uint8_frames

@@ -17,7 +17,7 @@ from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfi
 
 from ..errors import ModelFileError
 from ..model_files.checkpoints import first_rename
-from ..sam2_names import rename_sam2_keys, rename_sam2_video_keys
+from .sam2_names import rename_sam2_keys, rename_sam2_video_keys
 
 NAME = "EdgeTAM"
 _TRUNK = "image_encoder.trunk.body."

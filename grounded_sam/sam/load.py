@@ -20,11 +20,11 @@ from transformers.models.sam.configuration_sam import SamVisionConfig
 from transformers.models.sam_hq.configuration_sam_hq import SamHQMaskDecoderConfig, SamHQVisionConfig
 
 from ..model_files.checkpoints import load_complete_folder, load_exact, require_complete, without_initial_values
-from ..sam2_names import rename_sam2_keys, rename_sam2_video_keys
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .edgetam_convert import NAME as EDGETAM
 from .edgetam_convert import edgetam_video_config, is_meta_edgetam, rename_edgetam_keys
 from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size
+from .sam2_names import rename_sam2_keys, rename_sam2_video_keys
 from .sam2_segmenter import Sam2Segmenter
 from .sam2_tracker import Sam2Tracker
 from .sam2_video_model import build_edgetam_video_model, build_video_model, image_model_of

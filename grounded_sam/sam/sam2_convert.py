@@ -2,7 +2,7 @@
 
 The size is read from the tensors (Hiera's width, its blocks per stage); the few settings no
 tensor carries (heads, attention windows, global blocks) are those of Meta's release for that
-size, so no config file is ever read. The tensors' new names are in ``grounded_sam/sam2_names.py``.
+size, so no config file is ever read. The tensors' new names are in ``grounded_sam/sam/sam2_names.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelFileError
-from ..sam2_names import rename_sam2_keys, rename_sam2_video_keys
+from ..sam.sam2_names import rename_sam2_keys, rename_sam2_video_keys
 
 DETECTOR = "detector."
 TRACKER = "tracker."

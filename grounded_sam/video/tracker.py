@@ -52,7 +52,7 @@ from ..runtime.freed_memory import trim_freed_heap
 from ..runtime.run_hooks import FrameSteps, RunHooks
 from ..sam.edgetam_convert import NAME as EDGETAM
 from ..sam.sam2_segmenter import Sam2Segmenter
-from ..sam3_segmenter import Sam3Segmenter
+from ..sam3.segmenter import Sam3Segmenter
 from ..settings import DetectionSettings
 from ..stages import Detector
 from .frames import open_frames

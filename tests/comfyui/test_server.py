@@ -856,7 +856,7 @@ def clicks_case(library, server_checkpoints, main_case, input_pngs):
     """Clicks on the bus photo: two on and one off an object for PointsSegment (SAM ViT-B and SAM 2.1 tiny), and one
     in the main case's first box plus one in no box for the segment node; what the library makes of each."""
     from grounded_sam import DetectionSettings, load_sam
-    from grounded_sam.click_prompts import segment_clicks
+    from grounded_sam.click_refinement import segment_clicks
     from grounded_sam.clicks import Clicks
 
     image = comfy_image(main_case["png"])

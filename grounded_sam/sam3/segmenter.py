@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .errors import InputError
-from .runtime.caching import LruCache
-from .sam.sam2_segmenter import Sam2Segmenter, VideoFrame
-from .sam.segmenter import ImageEmbedding
-from .sam3.detector import Sam3Detector
-from .sam3.tracker import Sam3Tracker
+from ..errors import InputError
+from ..runtime.caching import LruCache
+from ..sam.sam2_segmenter import Sam2Segmenter, VideoFrame
+from ..sam.segmenter import ImageEmbedding
+from .detector import Sam3Detector
+from .tracker import Sam3Tracker
 
 # Box-head features per frame: ~21 MB (three levels at 288, 144 and 72 pixels square).
 EMBEDDING_CACHE_SIZE = 2

@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from .model_files.checkpoints import first_rename
+from ..model_files.checkpoints import first_rename
 
 # Video-only parts (memory encoder and attention, object pointers, occlusion embeddings).
 _VIDEO_ONLY = re.compile(r"^(memory_|maskmem_|obj_ptr|mask_downsample|no_obj_|no_mem_pos_enc)")
