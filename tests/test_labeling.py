@@ -303,13 +303,13 @@ def test_ray_cluster_gives_the_single_process_labels(tmp_path, single_run, datas
         assert len(a) == len(b) and [line.split()[0] for line in a] == [line.split()[0] for line in b]
 
 
-def test_api_example_in_the_readme_runs(tmp_path, dataset, dino_checkpoint, sam_checkpoint, threshold):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_api_example_in_the_labeling_page_runs(tmp_path, dataset, dino_checkpoint, sam_checkpoint, threshold):
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "labeling.md").read_text()
     example = readme.split("<!-- label-example -->")[1].split("```python")[1].split("```")[0]
     example = example.replace('"photos/"', repr(str(dataset))).replace('"labels/"', repr(str(tmp_path / "labels")))
     example = example.replace('"groundingdino_swint_ogc.pth"', repr(str(dino_checkpoint))).replace('"sam_vit_b_01ec64.pth"', repr(str(sam_checkpoint)))
     example = example.replace("box_threshold=0.3", f"box_threshold={threshold}")
     namespace: dict = {}
-    exec(compile(example, "README example", "exec"), namespace)  # noqa: S102 - the README's own example
+    exec(compile(example, "docs/labeling.md example", "exec"), namespace)  # noqa: S102 - the page's own example
     assert (tmp_path / "labels" / "coco.json").is_file() and (tmp_path / "labels" / "yolo" / "data.yaml").is_file()
     assert namespace["summary"].done == len(GOOD) and namespace["summary"].failed == len(BAD)
