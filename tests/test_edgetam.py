@@ -142,3 +142,10 @@ def test_edgetam_folder_loads_segments_and_tracks(edgetam_folder, bus):
         assert torch.equal(found.masks[found.track_id.tolist().index(1)], expected)
         assert 0 < int(expected.sum()) < expected.numel()
     assert all(2 in r.track_id.tolist() for r in results), [r.track_id.tolist() for r in results]  # B, followed back too
+
+
+def test_edgetam_objects_batched_match_one_at_a_time(edgetam_folder):
+    from test_tracking import SIX_BOXES, assert_objects_batched_match_one_at_a_time
+
+    video = load_sam(edgetam_folder, "cpu").video
+    assert_objects_batched_match_one_at_a_time(video, None, clip_frames(5, size=(320, 180)), SIX_BOXES)

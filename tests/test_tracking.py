@@ -462,7 +462,7 @@ def test_a_track_out_of_sight_for_an_interval_leaves_the_memory_pass_and_comes_b
         video.mask_decoder.pred_obj_score_head.proj_out.weight.mul_(200.0)
     sam21 = Sam2Segmenter(sam21_at_512.model, sam21_at_512.name, video)
     objects_attended = []
-    video.memory_attention.register_forward_hook(lambda module, args, out: objects_attended.append(int(out.shape[0])))
+    video.memory_attention.register_forward_hook(lambda module, args, out: objects_attended.append(int(out.shape[1])))  # [1, objects, ...]
     frames = clip_frames(8, size=(320, 180))
     size = (180, 320)
     a, b = [10.0, 20.0, 150.0, 170.0], [200.0, 10.0, 310.0, 90.0]
@@ -504,11 +504,59 @@ def test_tracking_in_bf16_runs_the_memory_pass_in_bf16_and_stays_near_fp32(sam21
         }
     finally:
         hook.remove()
-    assert dtypes == [torch.float32] * 4 + [torch.bfloat16] * 4, dtypes  # 2 tracked frames x 2 objects, each run
+    assert dtypes == [torch.float32] * 2 + [torch.bfloat16] * 2, dtypes  # 2 tracked frames (both objects in one batch), each run
     for exact, low in zip(runs["fp32"], runs["bf16"], strict=True):
         assert exact.track_id.tolist() == low.track_id.tolist() == [1, 2]
         assert all(0 < int(m.sum()) < m.numel() for m in low.masks)
         assert float(mask_iou(exact.masks, low.masks).diagonal().min()) > 0.9
+
+
+def assert_objects_batched_match_one_at_a_time(video, read_frame, frames: list[torch.Tensor], boxes: torch.Tensor) -> None:
+    """Six objects, four prompted on frame 0 and two on frame 2: each frame's logits and object scores with the tracked
+    objects run in batches (one of four, one of two: memories of one shape batch together) equal, within 1e-4, the
+    one-object-at-a-time path's; the masks are neither empty nor full."""
+    size = tuple(frames[0].shape[:2])
+    batches: list[int] = []
+    hook = video.memory_attention.register_forward_hook(lambda module, args, out: batches.append(int(out.shape[1])))
+    runs = {}
+    try:
+        for batched in (False, True):
+            video.batch_objects = batched
+            batches.clear()
+            propagation = Propagation(video, size, read_frame=read_frame)
+            propagation.add_boxes(0, [1, 2, 3, 4], boxes[:4])
+            steps = []
+            for index, frame in enumerate(frames):
+                if index == 2:
+                    propagation.add_boxes(2, [5, 6], boxes[4:])
+                steps.append(propagation.step(index, frame))
+            runs[batched] = (steps, list(batches))
+    finally:
+        video.batch_objects = True
+        hook.remove()
+    assert set(runs[False][1]) == {1}
+    assert 4 in runs[True][1] and 2 in runs[True][1], runs[True][1]  # frame 3 on: the first four together, the last two
+    for (ids, logits, scores), (batched_ids, batched_logits, batched_scores) in zip(runs[False][0], runs[True][0], strict=True):
+        assert batched_ids == ids
+        assert float((batched_logits - logits).abs().max()) <= 1e-4
+        assert float((batched_scores - scores).abs().max()) <= 1e-4
+    coverage = [float((m > 0).float().mean()) for m in runs[True][0][-1][1]]
+    assert len(coverage) == 6 and any(0.05 < c < 0.95 for c in coverage), coverage
+
+
+SIX_BOXES = torch.tensor([[10.0, 20.0, 150.0, 170.0], [200.0, 10.0, 310.0, 90.0], [150.0, 100.0, 170.0, 120.0],
+                          [100.0, 60.0, 200.0, 120.0], [20.0, 100.0, 120.0, 175.0], [230.0, 90.0, 315.0, 170.0]])
+
+
+def test_sam21_objects_batched_match_one_at_a_time(sam21_at_512):
+    assert_objects_batched_match_one_at_a_time(sam21_at_512.video, None, clip_frames(5, size=(320, 180)), SIX_BOXES)
+
+
+@pytest.mark.parity  # SAM 3's tracker: its ViT on every frame
+def test_sam3_objects_batched_match_one_at_a_time(sam3_release):
+    segmenter = load_sam(sam3_release[1], "cpu")
+    frames = clip_frames(4, size=(320, 180))
+    assert_objects_batched_match_one_at_a_time(segmenter.video, segmenter.video_frame, frames, SIX_BOXES)
 
 
 @pytest.mark.parity  # SAM 3 end to end: the heavy tier

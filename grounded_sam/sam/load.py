@@ -23,6 +23,7 @@ from ..model_files.checkpoints import load_complete_folder, load_exact, require_
 from .convert import SamArchitecture, detect_architecture, rename_meta_keys
 from .edgetam_convert import NAME as EDGETAM
 from .edgetam_convert import edgetam_video_config, is_meta_edgetam, rename_edgetam_keys
+from .edgetam_tracker import EdgeTamTracker
 from .sam2_convert import Sam2Architecture, detect_sam2_architecture, is_meta_sam2, release_size
 from .sam2_names import rename_sam2_keys, rename_sam2_video_keys
 from .sam2_segmenter import Sam2Segmenter
@@ -111,7 +112,7 @@ FOLDER_CLASSES = {
     "sam2": Sam2Model,
     "sam2_video": Sam2Tracker,
     "edgetam": EdgeTamModel,
-    "edgetam_video": EdgeTamVideoModel,  # encodes each object's memory apart already
+    "edgetam_video": EdgeTamTracker,  # encodes each object's memory apart already; its tracked objects batched
 }
 
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import torch
 from transformers import Sam2VideoModel
 
+from .object_batch import ObjectBatching
 
-class Sam2Tracker(Sam2VideoModel):
-    """``Sam2VideoModel`` whose objects prompted on a frame and objects tracked to it are encoded apart."""
+
+class Sam2Tracker(ObjectBatching, Sam2VideoModel):
+    """``Sam2VideoModel`` whose objects prompted on a frame and objects tracked to it are encoded apart, and whose
+    tracked objects run together (``object_batch``)."""
 
     def _batch_encode_memories(
         self,

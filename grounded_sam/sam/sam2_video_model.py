@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from ..model_files.checkpoints import load_exact, require_complete, without_initial_values
+from .edgetam_tracker import EdgeTamTracker
 from .sam2_tracker import Sam2Tracker
 
 
@@ -52,7 +53,7 @@ def build_video_model(image_model: Sam2Model, video_weights: dict[str, torch.Ten
 
 def build_edgetam_video_model(config: EdgeTamVideoConfig, weights: dict[str, torch.Tensor], source: Path, name: str) -> EdgeTamVideoModel:
     """EdgeTAM's video model from every tensor of its release file (its image model is read out of it)."""
-    video = without_initial_values(lambda: EdgeTamVideoModel(config)).eval()
+    video = without_initial_values(lambda: EdgeTamTracker(config)).eval()
     require_complete(video, weights, source, f"{name} video")
     load_exact(video, weights, source, f"{name} video")
     return video.float().eval()

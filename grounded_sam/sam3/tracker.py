@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from transformers import Sam3TrackerVideoModel
 
+from ..sam.object_batch import ObjectBatching
+
 # A logit no object reaches where another object wins the pixel: sigmoid(-10) is 4.5e-5.
 OUTVOTED = -10.0
 
 
-class Sam3Tracker(Sam3TrackerVideoModel):
+class Sam3Tracker(ObjectBatching, Sam3TrackerVideoModel):
     """``Sam3TrackerVideoModel`` whose memory reads the masks as Meta's tracker makes them."""
 
     def _batch_encode_memories(
