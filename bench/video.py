@@ -3,11 +3,11 @@
 - SAM 2.1 tiny propagation, ours (transformers' Sam2VideoModel, streamed) against Meta's
   ``SAM2VideoPredictor`` (``init_state`` on the frames as JPEG, two box prompts, ``propagate_in_video``);
 - tracking at ``redetect_every=10`` against segmenting every frame on its own (the image pipeline),
-  with a full-size Grounding DINO Swin-T + BERT-base and SAM 2.1 tiny, up to 3 objects;
+  with a full-size Grounding DINO Swin-T + BERT-base and SAM 2.1 tiny, exactly ``--track-objects`` objects;
 - the same with EdgeTAM in place of SAM 2.1 tiny (the hub's ``edgetam_video`` layout, random weights);
 - full-size SAM 3's tracker, ours against Meta's ``Sam3TrackerPredictor`` (two box prompts on frame 0).
 
-    python bench/video.py [--frames 8] [--track-frames 20] [--edgetam-frames 10] [--sam3-frames 4]
+    python bench/video.py [--frames 8] [--objects 2] [--track-frames 20] [--track-objects 3] [--edgetam-frames 10] [--sam3-frames 4]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from grounded_sam.video.frames import open_frames  # noqa: E402
 from grounded_sam.video.propagation import Propagation  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "videos" / "bigbuckbunny.mp4"
-BOXES = torch.tensor([[300.0, 100.0, 900.0, 600.0], [50.0, 300.0, 400.0, 700.0]])
+BOXES = torch.tensor([[300.0, 100.0, 900.0, 600.0], [50.0, 300.0, 400.0, 700.0], [700.0, 50.0, 1200.0, 400.0], [900.0, 350.0, 1250.0, 700.0]])
 
 
 def first_frames(count: int) -> list[torch.Tensor]:
@@ -55,7 +55,7 @@ def first_frames(count: int) -> list[torch.Tensor]:
     return frames
 
 
-def propagation_row(work: Path, sam_path: Path, count: int) -> dict:
+def propagation_row(work: Path, sam_path: Path, count: int, objects: int = 2) -> dict:
     from sam2.build_sam import build_sam2_video_predictor
 
     folder = work / "jpeg"
@@ -66,7 +66,7 @@ def propagation_row(work: Path, sam_path: Path, count: int) -> dict:
     predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(sam_path), device="cpu")
     started = time.perf_counter()
     state = predictor.init_state(str(folder))
-    for obj_id, box in enumerate(BOXES, start=1):
+    for obj_id, box in enumerate(BOXES[:objects], start=1):
         predictor.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, box=box.numpy())
     for _ in predictor.propagate_in_video(state):
         pass
@@ -74,11 +74,11 @@ def propagation_row(work: Path, sam_path: Path, count: int) -> dict:
     segmenter = load_sam(sam_path, "cpu")
     started = time.perf_counter()
     ours = Propagation(segmenter.video, tuple(frames[0].shape[:2]))
-    ours.add_boxes(0, [1, 2], BOXES)
+    ours.add_boxes(0, list(range(1, objects + 1)), BOXES[:objects])
     for index, frame in enumerate(frames):
         ours.full_size(ours.step(index, frame)[1])
     mine = time.perf_counter() - started
-    return {"row": f"SAM 2.1 tiny propagation, {count} frames, 2 objects", "reference_s": round(meta, 1), "ours_s": round(mine, 1),
+    return {"row": f"SAM 2.1 tiny propagation, {count} frames, {objects} objects", "reference_s": round(meta, 1), "ours_s": round(mine, 1),
             "frames_per_s": round(count / mine, 3), "ratio": round(meta / mine, 2)}
 
 
@@ -139,14 +139,14 @@ def sam3_propagation_row(work: Path, count: int) -> dict:
             "mask_cover": [round(float(masks[i][0].float().mean()), 3) for i in range(count)]}  # fmt: skip
 
 
-def tracking_row(work: Path, sam_path: Path, count: int, sam_name: str = "SAM 2.1 tiny") -> dict:
+def tracking_row(work: Path, sam_path: Path, count: int, sam_name: str = "SAM 2.1 tiny", objects: int = 3) -> dict:
     dino_path = work / "groundingdino_swint_ogc.pth"
     if not dino_path.is_file():
         bert = bert_folder(work / "bert", hidden=768, layers=12, intermediate=3072)
         save_original_release(original_grounding_dino(bert, enc=6, dec=6), dino_path)
     pipeline = GroundedSam(load_grounding_dino(dino_path, "cpu"), load_sam(sam_path, "cpu"), "fp32")
     frames = torch.stack(first_frames(count))
-    settings = DetectionSettings(box_threshold=0.0, text_threshold=0.0, max_detections=3)
+    settings = DetectionSettings(box_threshold=0.0, text_threshold=0.0, max_detections=objects)  # exactly k: threshold 0 finds more
     started = time.perf_counter()
     for index in range(count):
         pipeline.segmenter.clear_caches()
@@ -155,7 +155,7 @@ def tracking_row(work: Path, sam_path: Path, count: int, sam_name: str = "SAM 2.
     started = time.perf_counter()
     tracked = list(pipeline.track(frames, "bunny . tree", settings, redetect_every=10))
     tracking = time.perf_counter() - started
-    return {"row": f"{sam_name} tracking (redetect_every=10) vs every frame segmented, {count} frames, up to 3 objects, fp32",
+    return {"row": f"{sam_name} tracking (redetect_every=10) vs every frame segmented, {count} frames, {objects} objects, fp32",
             "reference_s": round(per_frame, 1), "ours_s": round(tracking, 1), "ratio": round(per_frame / tracking, 2),
             "objects_per_frame": [len(r) for r in tracked]}
 
@@ -166,18 +166,22 @@ def main() -> None:
     parser.add_argument("--track-frames", type=int, default=20)
     parser.add_argument("--sam3-frames", type=int, default=4, help="frames of the SAM 3 tracker row (0: skip it; a full-size frame takes about a minute)")
     parser.add_argument("--edgetam-frames", type=int, default=10, help="frames of the EdgeTAM tracking row (0: skip it)")
+    parser.add_argument("--objects", type=int, default=2, help="objects of the propagation row (1 to 4 boxes)")
+    parser.add_argument("--track-objects", type=int, default=3, help="objects of the tracking rows (exactly this many boxes kept)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "video.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="grounded-sam-video-bench-"))
     atexit.register(shutil.rmtree, work, True)
     sam_path = save_sam2_release(meta_sam2("2.1-tiny", seed=3), work / "sam2.1_hiera_tiny.pt")
-    rows = [propagation_row(work, sam_path, args.frames)] if args.frames else []  # --frames 0: the tracking row alone
+    if not 1 <= args.objects <= len(BOXES):
+        parser.error(f"--objects takes 1 to {len(BOXES)}")
+    rows = [propagation_row(work, sam_path, args.frames, args.objects)] if args.frames else []  # --frames 0: the tracking row alone
     if args.track_frames:
-        rows.append(tracking_row(work, sam_path, args.track_frames))
+        rows.append(tracking_row(work, sam_path, args.track_frames, objects=args.track_objects))
     if args.edgetam_frames:  # the same detector; EdgeTAM as the hub's edgetam_video folder, random weights
         folder = save_edgetam_video_folder(work / "EdgeTAM")
-        rows.append(tracking_row(work, folder, args.edgetam_frames, sam_name="EdgeTAM"))
+        rows.append(tracking_row(work, folder, args.edgetam_frames, sam_name="EdgeTAM", objects=args.track_objects))
     if args.sam3_frames:
         rows.append(sam3_propagation_row(work, args.sam3_frames))
     for row in rows:
