@@ -79,22 +79,16 @@ def test_model_families_do_not_ask_each_other():
     """dino/, sam/ and sam3/ never import one another, save one arrow: SAM 3 builds on SAM 2 (its tracker and box head
     are SAM 2's, its key names too), so sam3/ may import sam/, never the reverse. Which family a file is, is decided
     above them (recognise, loaders)."""
-    import ast
-    from pathlib import Path
+    from test_layers import (  # the layer test's import reader: relative, absolute and lazy imports
+        PACKAGE,
+        imported_entries,
+    )
 
-    package = Path(__file__).resolve().parents[1] / "grounded_sam"
     families = ("dino", "sam", "sam3")
     allowed = {"sam3": {"sam"}}
     for family in families:
         foreign = {f for f in families if f != family} - allowed.get(family, set())
-        sources = list((package / family).glob("*.py"))
+        sources = list((PACKAGE / family).glob("*.py"))
         assert sources, family
         for source in sources:
-            for node in ast.walk(ast.parse(source.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
-                    assert node.module.split(".")[0] not in foreign, f"{family}/{source.name} imports ..{node.module}"
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
-                names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-                for name in names:
-                    parts = name.split(".")
-                    assert not (parts[0] == "grounded_sam" and len(parts) > 1 and parts[1] in foreign), f"{family}/{source.name} imports {name}"
+            assert not imported_entries(source) & foreign, f"{family}/{source.name} imports {imported_entries(source) & foreign}"

@@ -24,6 +24,9 @@ class ObjectBatching:
     """Mixin before a transformers SAM 2-style video model: ``batch_objects`` (default on) batches tracked objects."""
 
     batch_objects = True
+    # SAM 2 and SAM 3's tracker: memory cast to the session's dtype, no spatial-memory count (EdgeTAM: the reverse)
+    casts_memory = True
+    counts_spatial_memories = False
 
     def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - the model's own forward, its batch reset
         self._tracked_batch: dict[int, dict[str, Any]] | None = None
@@ -125,7 +128,3 @@ class ObjectBatching:
             out["high_res_masks"] = own(decoded.high_res_masks)
         out["object_score_logits"] = decoded.object_score_logits[one]
         return out
-
-    # SAM 2 and SAM 3's tracker: memory cast to the session's dtype, no spatial-memory count (EdgeTAM: the reverse)
-    casts_memory = True
-    counts_spatial_memories = False
